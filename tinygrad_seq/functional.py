@@ -1,0 +1,181 @@
+"""Composites: functions built only from Tensor ops, so their gradients come from the tape."""
+from . import backend
+from .autograd import is_grad_enabled
+from .tensor import Tensor, _axes, _axis, where
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    """log(sum(exp(x))) over `axis`, shifted by the (detached) max so it never overflows."""
+    axes = _axes("logsumexp", axis, x.ndim)
+    shift = x.detach().max(axes, keepdims=True)
+    finite = backend.array_namespace(shift.data).isfinite(shift.data)
+    shift = Tensor._make(backend.array_namespace(shift.data).where(finite, shift.data, 0), None, 0)
+    out = (x - shift).exp().sum(axes, keepdims=True).log() + shift
+    if keepdims:
+        return out
+    return out.reshape(()) if axes is None else out.squeeze(axes)
+
+
+def log_softmax(x, axis=-1):
+    """x - logsumexp(x): stable for inputs of any magnitude."""
+    a = _axis("log_softmax", axis, x.ndim)
+    return x - logsumexp(x, a, keepdims=True)
+
+
+def softmax(x, axis=-1):
+    """exp(x - max) / sum(exp(x - max)) along `axis`."""
+    a = _axis("softmax", axis, x.ndim)
+    e = (x - x.detach().max(a, keepdims=True)).exp()
+    return e / e.sum(a, keepdims=True)
+
+
+def one_hot(target, num_classes, dtype=None):
+    """A (..., num_classes) float tensor with ones at the integer `target` positions (no gradient)."""
+    t = target.data if isinstance(target, Tensor) else backend.new_array(target, None, "cpu")
+    if not backend.is_integer(t.dtype):
+        raise TypeError(f"one_hot: target must be integer, got {t.dtype}")
+    xp = backend.array_namespace(t)
+    if t.size and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+        raise ValueError(f"one_hot: target values must be in [0, {num_classes}), got min {int(t.min())}, max {int(t.max())}")
+    eye = xp.eye(num_classes, dtype=backend.default_float if dtype is None else backend.dtype(dtype))
+    return Tensor._make(eye[t], None, 0)
+
+
+def _reduce(loss, reduction, op, weight_sum=None):
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.sum() / weight_sum if weight_sum is not None else loss.mean()
+    raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def nll_loss(log_probs, target, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of integer targets; log_probs (N, C) or (N, C, d1, ...), target (N, d1, ...)."""
+    if log_probs.ndim < 1:
+        raise ValueError("nll_loss: log_probs must have a class axis")
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    if not backend.is_integer(target.dtype):
+        raise TypeError(f"nll_loss: target must be an integer tensor, got {target.dtype}")
+    if log_probs.ndim == 1:  # unbatched (C,) with a scalar target
+        log_probs, target = log_probs.unsqueeze(0), target.reshape(1)
+    expected = (log_probs.shape[0],) + log_probs.shape[2:]
+    if target.shape != expected:
+        raise ValueError(f"nll_loss: target has shape {target.shape}, expected {expected} for input "
+                         f"of shape {log_probs.shape} (classes on axis 1)")
+    n_classes = log_probs.shape[1]
+    xp = backend.array_namespace(target.data)
+    t = target.data
+    valid = t != ignore_index
+    if t.size and bool(((t[valid] < 0) | (t[valid] >= n_classes)).any()):
+        raise ValueError(f"nll_loss: target values must be in [0, {n_classes}) or ignore_index={ignore_index}")
+    safe = xp.where(valid, t, 0)
+    moved = log_probs if log_probs.ndim == 2 else log_probs.permute(0, *range(2, log_probs.ndim), 1)
+    flat = moved.reshape(-1, n_classes)
+    rows = xp.arange(flat.shape[0])
+    picked = -flat[rows, safe.reshape(-1)].reshape(expected)
+    mask = Tensor._make(valid.astype(log_probs.dtype), None, 0)
+    loss = picked * mask
+    return _reduce(loss, reduction, "nll_loss", weight_sum=mask.sum())
+
+
+def cross_entropy(logits, target, ignore_index=-100, reduction="mean"):
+    """log_softmax over the class axis (1, or 0 for unbatched) then nll_loss, like PyTorch."""
+    return nll_loss(log_softmax(logits, 1 if logits.ndim > 1 else 0), target, ignore_index, reduction)
+
+
+def mse_loss(input, target, reduction="mean"):
+    target = target if isinstance(target, Tensor) else Tensor(target, dtype=input.dtype, device=input.device)
+    if input.shape != target.shape:
+        raise ValueError(f"mse_loss: input shape {input.shape} and target shape {target.shape} differ")
+    diff = input - target
+    return _reduce(diff * diff, reduction, "mse_loss")
+
+
+def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
+    """-[t log sigmoid(x) + (1-t) log(1 - sigmoid(x))] = max(x, 0) - x t + log(1 + exp(-|x|))."""
+    target = target if isinstance(target, Tensor) else Tensor(target, dtype=logits.dtype, device=logits.device)
+    if logits.shape != target.shape:
+        raise ValueError(f"binary_cross_entropy_with_logits: logits shape {logits.shape} and target "
+                         f"shape {target.shape} differ")
+    loss = logits.relu() - logits * target + ((-logits.abs()).exp() + 1).log()
+    return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias, with PyTorch's (out_features, in_features) weight layout."""
+    if x.shape[-1:] != weight.shape[1:]:
+        raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {weight.shape} "
+                         f"(expected input features {weight.shape[1]})")
+    out = x @ weight.T
+    return out + bias if bias is not None else out
+
+
+def embedding(indices, weight, padding_idx=None):
+    """Rows of `weight` gathered by integer `indices` (the backward scatter-adds into them)."""
+    idx = indices.data if isinstance(indices, Tensor) else backend.new_array(indices, None, weight.device)
+    if not backend.is_integer(idx.dtype):
+        raise TypeError(f"embedding: indices must be integers, got {idx.dtype}")
+    n = weight.shape[0]
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise ValueError(f"embedding: indices must be in [0, {n}), got min {int(idx.min())}, max {int(idx.max())}")
+    out = weight[idx]
+    if padding_idx is not None and is_grad_enabled() and weight.requires_grad:
+        out = where((idx != padding_idx)[..., None], out, out.detach())  # no gradient into the padding row
+    return out
+
+
+def dropout(x, p=0.5, training=True):
+    """Zero each element with probability p and scale the rest by 1/(1-p) (inverted dropout)."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0:
+        return x
+    if p == 1:
+        return x * 0.0
+    keep = backend.rng(x.device).random(x.shape, dtype=x.dtype) >= p
+    return x * Tensor._make(keep.astype(x.dtype) * x.dtype.type(1 / (1 - p)), None, 0)
+
+
+# ---- recurrent cell equations (PyTorch's, gate order included) ------------------------
+
+def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+    """h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh)."""
+    return rnn_update(linear(x, w_ih, b_ih) + linear(h, w_hh, b_hh), nonlinearity)
+
+
+def rnn_update(preactivation, nonlinearity="tanh"):
+    if nonlinearity == "tanh":
+        return preactivation.tanh()
+    if nonlinearity == "relu":
+        return preactivation.relu()
+    raise ValueError(f"rnn_cell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+
+
+def lstm_cell(x, state, w_ih, w_hh, b_ih=None, b_hh=None):
+    """(h', c') from gates i, f, g, o = split(x W_ih^T + b_ih + h W_hh^T + b_hh)."""
+    h, c = state
+    return lstm_update(linear(x, w_ih, b_ih) + linear(h, w_hh, b_hh), c)
+
+
+def lstm_update(gates, c):
+    """c' = sigmoid(f) c + sigmoid(i) tanh(g);  h' = sigmoid(o) tanh(c')."""
+    i, f, g, o = gates.chunk(4, -1)
+    c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+    return o.sigmoid() * c.tanh(), c
+
+
+def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
+    """h' = (1 - z) n + z h with r, z, n from x W_ih^T + b_ih and h W_hh^T + b_hh."""
+    return gru_update(linear(x, w_ih, b_ih), linear(h, w_hh, b_hh), h)
+
+
+def gru_update(input_part, hidden_part, h):
+    """r, z = sigmoid(x_r + h_r), sigmoid(x_z + h_z); n = tanh(x_n + r h_n); h' = n + z (h - n)."""
+    x_r, x_z, x_n = input_part.chunk(3, -1)
+    h_r, h_z, h_n = hidden_part.chunk(3, -1)
+    r = (x_r + h_r).sigmoid()
+    z = (x_z + h_z).sigmoid()
+    n = (x_n + r * h_n).tanh()
+    return n + z * (h - n)

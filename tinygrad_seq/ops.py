@@ -1,0 +1,385 @@
+"""The primitive ops: each a Function with forward and backward on raw backend arrays.
+
+Gradients of broadcast operands are returned at the broadcast shape; the engine sums them
+back to each input's shape (autograd._reduce_to). Everything else is a composite of these.
+"""
+from .autograd import Function
+from .backend import array_namespace, device_of, scatter_add, to_device
+
+
+# ---- elementwise, binary -------------------------------------------------------------
+
+class Add(Function):
+    def forward(ctx, a, b):
+        return a + b
+
+    def backward(ctx, g):
+        return g, g
+
+
+class Sub(Function):
+    def forward(ctx, a, b):
+        return a - b
+
+    def backward(ctx, g):
+        return g, (-g if ctx.needs_input_grad[1] else None)
+
+
+class Mul(Function):
+    def forward(ctx, a, b):
+        ctx.a, ctx.b = a, b
+        return a * b
+
+    def backward(ctx, g):
+        need_a, need_b = ctx.needs_input_grad
+        return (g * ctx.b if need_a else None), (g * ctx.a if need_b else None)
+
+
+class Div(Function):
+    def forward(ctx, a, b):
+        ctx.a, ctx.b = a, b
+        return a / b
+
+    def backward(ctx, g):
+        need_a, need_b = ctx.needs_input_grad
+        ga = g / ctx.b
+        return (ga if need_a else None), (-ga * ctx.a / ctx.b if need_b else None)
+
+
+class Pow(Function):
+    def forward(ctx, a, b):
+        ctx.a, ctx.b = a, b
+        ctx.out = out = a ** b
+        return out
+
+    def backward(ctx, g):
+        need_a, need_b = ctx.needs_input_grad
+        a, b = ctx.a, ctx.b
+        ga = g * b * a ** (b - 1) if need_a else None
+        gb = g * ctx.out * array_namespace(a).log(a) if need_b else None
+        return ga, gb
+
+
+class Maximum(Function):
+    """Elementwise max; at ties the gradient is split evenly, like PyTorch."""
+    def forward(ctx, a, b):
+        ctx.a, ctx.b = a, b
+        return array_namespace(a).maximum(a, b)
+
+    def backward(ctx, g):
+        a, b = ctx.a, ctx.b
+        share = (a > b) + (a == b) * 0.5
+        share = share.astype(g.dtype)
+        return g * share, g * (1 - share)
+
+
+class Minimum(Function):
+    """Elementwise min; at ties the gradient is split evenly, like PyTorch."""
+    def forward(ctx, a, b):
+        ctx.a, ctx.b = a, b
+        return array_namespace(a).minimum(a, b)
+
+    def backward(ctx, g):
+        a, b = ctx.a, ctx.b
+        share = ((a < b) + (a == b) * 0.5).astype(g.dtype)
+        return g * share, g * (1 - share)
+
+
+class Where(Function):
+    """where(condition, a, b); the condition is a constant boolean array."""
+    def forward(ctx, condition, a, b):
+        ctx.condition = condition
+        return array_namespace(a).where(condition, a, b)
+
+    def backward(ctx, g):
+        xp, c = array_namespace(g), ctx.condition
+        zero = g.dtype.type(0)
+        _, need_a, need_b = ctx.needs_input_grad
+        return None, (xp.where(c, g, zero) if need_a else None), (xp.where(c, zero, g) if need_b else None)
+
+
+# ---- elementwise, unary --------------------------------------------------------------
+
+class Neg(Function):
+    def forward(ctx, a):
+        return -a
+
+    def backward(ctx, g):
+        return -g
+
+
+class Exp(Function):
+    def forward(ctx, a):
+        ctx.out = out = array_namespace(a).exp(a)
+        return out
+
+    def backward(ctx, g):
+        return g * ctx.out
+
+
+class Log(Function):
+    def forward(ctx, a):
+        ctx.a = a
+        return array_namespace(a).log(a)
+
+    def backward(ctx, g):
+        return g / ctx.a
+
+
+class Tanh(Function):
+    def forward(ctx, a):
+        ctx.out = out = array_namespace(a).tanh(a)
+        return out
+
+    def backward(ctx, g):
+        out = ctx.out
+        return g * (1 - out * out)
+
+
+class Sigmoid(Function):
+    """1 / (1 + exp(-x)) computed as tanh(x/2)/2 + 1/2: no overflow for any x."""
+    def forward(ctx, a):
+        out = array_namespace(a).tanh(a * 0.5)
+        out *= 0.5
+        out += 0.5
+        ctx.out = out
+        return out
+
+    def backward(ctx, g):
+        out = ctx.out
+        return g * (out * (1 - out))
+
+
+class Relu(Function):
+    def forward(ctx, a):
+        ctx.a = a
+        return array_namespace(a).maximum(a, a.dtype.type(0))
+
+    def backward(ctx, g):
+        return g * (ctx.a > 0)
+
+
+# ---- reductions ----------------------------------------------------------------------
+
+def _expand_back(g, shape, axis, keepdims):
+    """Broadcast a reduced gradient back over the reduced axes of `shape`."""
+    if not keepdims and axis is not None:
+        g = g.reshape([1 if (k in axis) else n for k, n in enumerate(shape)])
+    return array_namespace(g).broadcast_to(g, shape)
+
+
+class Sum(Function):
+    """sum over `axis` (a tuple of non-negative axes, or None for all)."""
+    def forward(ctx, a, axis=None, keepdims=False):
+        ctx.shape, ctx.axis, ctx.keepdims = a.shape, axis, keepdims
+        return array_namespace(a).asarray(a.sum(axis=axis, keepdims=keepdims))
+
+    def backward(ctx, g):
+        return _expand_back(g, ctx.shape, ctx.axis, ctx.keepdims)
+
+
+class Max(Function):
+    """max over `axis`; the gradient is shared evenly between tied maxima, like PyTorch's amax."""
+    def forward(ctx, a, axis=None, keepdims=False):
+        out = array_namespace(a).asarray(a.max(axis=axis, keepdims=True))
+        ctx.a, ctx.out, ctx.axis, ctx.keepdims = a, out, axis, keepdims
+        return out if keepdims else out.reshape([n for k, n in enumerate(out.shape)
+                                                 if axis is not None and k not in axis])
+
+    def backward(ctx, g):
+        mask = (ctx.a == ctx.out).astype(g.dtype)
+        mask /= mask.sum(axis=ctx.axis, keepdims=True)
+        return _expand_back(g, ctx.a.shape, ctx.axis, ctx.keepdims) * mask
+
+
+# ---- linear algebra ------------------------------------------------------------------
+
+class Matmul(Function):
+    """a @ b with NumPy's rules: 1-D operands, batched and broadcasting stacks."""
+    def forward(ctx, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {a.shape} and {b.shape}")
+        k_a, k_b = a.shape[-1], b.shape[-2] if b.ndim > 1 else b.shape[0]
+        if k_a != k_b:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align ({k_a} != {k_b})")
+        ctx.a, ctx.b = a, b
+        return a @ b
+
+    def backward(ctx, g):
+        a, b = ctx.a, ctx.b
+        need_a, need_b = ctx.needs_input_grad
+        a2 = a[None, :] if a.ndim == 1 else a  # 1-D operands act as a row / a column
+        b2 = b[:, None] if b.ndim == 1 else b
+        g2 = g[..., None, :] if a.ndim == 1 else g
+        g2 = g2[..., None] if b.ndim == 1 else g2
+        ga = gb = None
+        if need_a:
+            ga = g2 @ b2.swapaxes(-1, -2)
+            ga = ga[..., 0, :] if a.ndim == 1 else ga
+        if need_b:
+            if b2.ndim == 2 and a2.ndim > 2:  # a stack times one matrix: one big matmul
+                gb = a2.reshape(-1, a2.shape[-1]).T @ g2.reshape(-1, g2.shape[-1])
+            else:
+                gb = a2.swapaxes(-1, -2) @ g2
+            gb = gb[..., 0] if b.ndim == 1 else gb
+        return ga, gb
+
+
+# ---- shape ---------------------------------------------------------------------------
+
+class Reshape(Function):
+    def forward(ctx, a, shape):
+        ctx.shape = a.shape
+        return a.reshape(shape)
+
+    def backward(ctx, g):
+        return g.reshape(ctx.shape)
+
+
+class Transpose(Function):
+    """Permute axes (a view): `axes` is a full permutation."""
+    def forward(ctx, a, axes):
+        ctx.axes = axes
+        return a.transpose(axes)
+
+    def backward(ctx, g):
+        inverse = [0] * len(ctx.axes)
+        for k, ax in enumerate(ctx.axes):
+            inverse[ax] = k
+        return g.transpose(inverse)
+
+
+class Contiguous(Function):
+    """A C-contiguous copy (an identity for gradients): hoist it out of time loops."""
+    def forward(ctx, a):
+        return array_namespace(a).ascontiguousarray(a)
+
+    def backward(ctx, g):
+        return g
+
+
+class Cast(Function):
+    """Convert to another dtype; the gradient is converted back."""
+    def forward(ctx, a, dtype):
+        ctx.dtype = a.dtype
+        return a.astype(dtype)
+
+    def backward(ctx, g):
+        return g.astype(ctx.dtype)
+
+
+class Transfer(Function):
+    """Copy to another device; the gradient travels back."""
+    def forward(ctx, a, device):
+        ctx.device = device_of(a)
+        return to_device(a, device)
+
+    def backward(ctx, g):
+        return to_device(g, ctx.device)
+
+
+class Expand(Function):
+    """Broadcast to `shape` (a view); the engine sums the gradient back."""
+    def forward(ctx, a, shape):
+        return array_namespace(a).broadcast_to(a, shape)
+
+    def backward(ctx, g):
+        return g
+
+
+class Flip(Function):
+    def forward(ctx, a, axis):
+        ctx.axis = axis
+        return array_namespace(a).flip(a, axis)
+
+    def backward(ctx, g):
+        return array_namespace(g).flip(g, ctx.axis)
+
+
+class GetItem(Function):
+    """a[index]: basic slicing, integer arrays (gather) and boolean masks.
+
+    Backward writes the gradient into zeros; advanced indices scatter-add, so repeated
+    indices accumulate.
+    """
+    def forward(ctx, a, index, advanced=False):
+        ctx.shape, ctx.index, ctx.advanced = a.shape, index, advanced
+        return a[index]
+
+    def backward(ctx, g):
+        out = array_namespace(g).zeros(ctx.shape, dtype=g.dtype)
+        if ctx.advanced:
+            scatter_add(out, ctx.index, g)
+        else:
+            out[ctx.index] = g
+        return out
+
+
+class Cat(Function):
+    def forward(ctx, *arrays, axis=0):
+        ctx.axis = axis
+        ctx.bounds = []
+        start = 0
+        for a in arrays:
+            ctx.bounds.append((start, start + a.shape[axis]))
+            start += a.shape[axis]
+        return array_namespace(arrays[0]).concatenate(arrays, axis=axis)
+
+    def backward(ctx, g):
+        lead = (slice(None),) * ctx.axis
+        return tuple(g[lead + (slice(lo, hi),)] if need else None
+                     for (lo, hi), need in zip(ctx.bounds, ctx.needs_input_grad))
+
+
+class Stack(Function):
+    """Stack T arrays along a new axis: one node, so gathering T step outputs is O(T)."""
+    def forward(ctx, *arrays, axis=0):
+        ctx.axis = axis
+        return array_namespace(arrays[0]).stack(arrays, axis=axis)
+
+    def backward(ctx, g):
+        xp = array_namespace(g)
+        return tuple(xp.take(g, k, axis=ctx.axis) if need else None
+                     for k, need in enumerate(ctx.needs_input_grad))
+
+
+class Unbind(Function):
+    """Split along `axis` into views without that axis: one node with many outputs."""
+    def forward(ctx, a, axis=0):
+        ctx.shape, ctx.axis, ctx.dtype = a.shape, axis, a.dtype
+        lead = (slice(None),) * axis
+        return tuple(a[lead + (k,)] for k in range(a.shape[axis]))
+
+    def backward(ctx, *grads):
+        xp = array_namespace(next(g for g in grads if g is not None))
+        if all(g is not None for g in grads):
+            return xp.stack(grads, axis=ctx.axis)
+        out = xp.zeros(ctx.shape, dtype=ctx.dtype)
+        lead = (slice(None),) * ctx.axis
+        for k, g in enumerate(grads):
+            if g is not None:
+                out[lead + (k,)] = g
+        return out
+
+
+class Split(Function):
+    """Split along `axis` at the given section sizes: one node with many outputs."""
+    def forward(ctx, a, sizes, axis=0):
+        ctx.shape, ctx.sizes, ctx.axis, ctx.dtype = a.shape, sizes, axis, a.dtype
+        lead, start, outs = (slice(None),) * axis, 0, []
+        for n in sizes:
+            outs.append(a[lead + (slice(start, start + n),)])
+            start += n
+        return tuple(outs)
+
+    def backward(ctx, *grads):
+        xp = array_namespace(next(g for g in grads if g is not None))
+        if all(g is not None for g in grads):
+            return xp.concatenate(grads, axis=ctx.axis)
+        out = xp.zeros(ctx.shape, dtype=ctx.dtype)
+        lead, start = (slice(None),) * ctx.axis, 0
+        for g, n in zip(grads, ctx.sizes):
+            if g is not None:
+                out[lead + (slice(start, start + n),)] = g
+            start += n
+        return out

@@ -1,0 +1,549 @@
+"""Tensor: an array on a device, its gradient, and the node of the tape that made it."""
+from . import autograd, backend, ops
+
+_ints = (int,)
+
+
+def _shape_arg(shape):
+    """Accept f(2, 3) and f((2, 3)) alike."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(int(n) for n in shape)
+
+
+def _axes(op, axis, ndim, dim=None):
+    """Normalise an axis argument (int, tuple or None; PyTorch's `dim` too) to a sorted tuple."""
+    if dim is not None:
+        axis = dim
+    if axis is None:
+        return None
+    axes = (axis,) if isinstance(axis, _ints) else tuple(axis)
+    out = []
+    for a in axes:
+        if not isinstance(a, _ints) or isinstance(a, bool):
+            raise TypeError(f"{op}: axis must be an int or a tuple of ints, got {axis!r}")
+        if not -ndim <= a < max(ndim, 1):
+            raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
+        out.append(a % max(ndim, 1))
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {axis!r}")
+    return tuple(sorted(out))
+
+
+def _axis(op, axis, ndim, extra=0):
+    """One axis in [0, ndim + extra) (extra=1 for unsqueeze and stack)."""
+    if not isinstance(axis, _ints) or isinstance(axis, bool):
+        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
+    n = ndim + extra
+    if not -n <= axis < n:
+        raise ValueError(f"{op}: axis {axis} is out of range for a tensor with {ndim} dimensions")
+    return axis % n
+
+
+class Tensor:
+    """An n-dimensional array that records the ops applied to it for reverse-mode autodiff.
+
+    Tensor(data, requires_grad=False, dtype=None, device=None) copies `data` (a scalar,
+    nested list, NumPy/CuPy array or Tensor). Floats default to float32, float64 arrays
+    stay float64, integers stay integers.
+    """
+    __slots__ = ("data", "grad", "_requires_grad", "_node", "_index", "_hooks", "__weakref__")
+    __array_priority__ = 1000  # so ndarray (op) Tensor defers to Tensor's reflected operators
+
+    def __init__(self, data, requires_grad=False, dtype=None, device=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if device is None:
+            device = backend.device_of(data) if backend.is_array(data) else "cpu"
+        self.data = backend.new_array(data, None if dtype is None else backend.dtype(dtype),
+                                      backend.parse_device(device))
+        self.grad = None
+        self._node, self._index, self._hooks = None, 0, None
+        self._requires_grad = False
+        self.requires_grad = requires_grad
+
+    @classmethod
+    def _make(cls, data, node, index):
+        t = cls.__new__(cls)
+        t.data, t.grad, t._node, t._index, t._hooks = data, None, node, index, None
+        t._requires_grad = node is not None
+        return t
+
+    # ---- attributes ------------------------------------------------------------------
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        if value and not backend.is_floating(self.data.dtype):
+            raise TypeError(f"only floating-point tensors can require grad, this one is {self.data.dtype}")
+        if not value and self._node is not None:
+            raise RuntimeError("requires_grad can only be switched off on a leaf tensor; use .detach()")
+        self._requires_grad = bool(value)
+
+    def requires_grad_(self, value=True):
+        self.requires_grad = value
+        return self
+
+    shape = property(lambda self: self.data.shape, doc="The shape, a tuple of ints.")
+    ndim = property(lambda self: self.data.ndim, doc="The number of dimensions.")
+    dtype = property(lambda self: self.data.dtype, doc="The element type (a NumPy dtype).")
+    size = property(lambda self: self.data.size, doc="The number of elements.")
+    device = property(lambda self: backend.device_of(self.data), doc='"cpu" or "cuda:N".')
+    is_leaf = property(lambda self: self._node is None, doc="True unless an op recorded on the tape made it.")
+    grad_fn = property(lambda self: self._node, doc="The Function node that made this tensor (None for leaves).")
+
+    def numel(self):
+        return self.data.size
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __repr__(self):
+        extra = f", grad_fn={self._node!r}" if self._node is not None else \
+            (", requires_grad=True" if self._requires_grad else "")
+        dev = self.device
+        dev = f", device='{dev}'" if dev != "cpu" else ""
+        body = repr(self.numpy()).replace("array(", "").rstrip(")").split(", dtype=")[0]
+        return f"tensor({body}, dtype={self.dtype}{dev}{extra})"
+
+    # ---- host access -----------------------------------------------------------------
+    def numpy(self):
+        """A NumPy copy (or view, on the CPU) of the data, detached from the tape."""
+        return backend.to_host(self.data)
+
+    def item(self):
+        """The single element as a Python number."""
+        if self.data.size != 1:
+            raise ValueError(f"item: only a tensor with one element can be converted, this one has shape {self.shape}")
+        return self.numpy().item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise ValueError(f"the truth value of a tensor with shape {self.shape} is ambiguous")
+        return bool(self.item())
+
+    # ---- autograd --------------------------------------------------------------------
+    def _edge(self):
+        return (self._node, self._index) if self._node is not None else (self, -1)
+
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's .grad (grad: the upstream gradient)."""
+        if not self._requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad and has no grad_fn "
+                               "(did you forget requires_grad=True, or run inside no_grad()?)")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward: grad can be implicitly created only for a tensor with one "
+                                   f"element; this one has shape {self.shape}, so pass grad=")
+            grad = backend.array_namespace(self.data).ones(self.shape, dtype=self.dtype)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else backend.new_array(grad, self.dtype, self.device)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward: grad has shape {grad.shape}, expected {self.shape}")
+            if backend.device_of(grad) != self.device:
+                raise ValueError(f"backward: grad is on {backend.device_of(grad)}, the tensor on {self.device}")
+            if grad.dtype != self.dtype:
+                grad = grad.astype(self.dtype)
+        autograd.backward(self, grad, retain_graph)
+
+    def detach(self):
+        """The same data, cut from the tape (shares memory)."""
+        return Tensor._make(self.data, None, 0)
+
+    def retain_grad(self):
+        """Keep .grad on this non-leaf tensor after backward (leaves always keep it)."""
+        if self._node is not None:
+            self._node.add_hook(self._index, retain=self)
+
+    def register_hook(self, hook):
+        """Call hook(grad) during backward; a returned Tensor replaces the gradient."""
+        if not self._requires_grad:
+            raise RuntimeError("register_hook: cannot register a hook on a tensor that does not require grad")
+        if self._node is not None:
+            self._node.add_hook(self._index, hook=hook)
+        else:
+            self._hooks = (self._hooks or []) + [hook]
+        return hook
+
+    # ---- devices and dtypes ----------------------------------------------------------
+    def to(self, device=None, dtype=None):
+        """This tensor on another device and/or dtype (differentiable; self if nothing changes)."""
+        out = self
+        if device is not None and backend.parse_device(device) != self.device:
+            out = ops.Transfer.apply(out, device=backend.parse_device(device))
+        if dtype is not None and backend.dtype(dtype) != out.dtype:
+            out = ops.Cast.apply(out, dtype=backend.dtype(dtype))
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, index=0):
+        return self.to(f"cuda:{index}")
+
+    def astype(self, dtype):
+        return self.to(dtype=dtype)
+
+    def float(self):
+        return self.to(dtype=backend.float32)
+
+    def double(self):
+        return self.to(dtype=backend.float64)
+
+    def long(self):
+        return self.to(dtype=backend.int64)
+
+    # ---- arithmetic ------------------------------------------------------------------
+    def __add__(self, other): return ops.Add.apply(self, _operand(other, self))
+    def __radd__(self, other): return ops.Add.apply(_operand(other, self), self)
+    def __sub__(self, other): return ops.Sub.apply(self, _operand(other, self))
+    def __rsub__(self, other): return ops.Sub.apply(_operand(other, self), self)
+    def __mul__(self, other): return ops.Mul.apply(self, _operand(other, self))
+    def __rmul__(self, other): return ops.Mul.apply(_operand(other, self), self)
+    def __truediv__(self, other): return ops.Div.apply(self, _operand(other, self))
+    def __rtruediv__(self, other): return ops.Div.apply(_operand(other, self), self)
+    def __pow__(self, other): return ops.Pow.apply(self, _operand(other, self))
+    def __rpow__(self, other): return ops.Pow.apply(_operand(other, self), self)
+    def __matmul__(self, other): return ops.Matmul.apply(self, _operand(other, self, scalars=False))
+    def __rmatmul__(self, other): return ops.Matmul.apply(_operand(other, self, scalars=False), self)
+    def __neg__(self): return ops.Neg.apply(self)
+    def __pos__(self): return self
+
+    def _compare(self, other, name):
+        other = _operand(other, self)
+        if isinstance(other, Tensor):
+            _same_device(name, self, other)
+            other = other.data
+        try:
+            return Tensor._make(getattr(self.data, name)(other), None, 0)
+        except ValueError as e:
+            raise ValueError(f"{name.strip('_')}: {e}") from None
+
+    def __lt__(self, other): return self._compare(other, "__lt__")
+    def __le__(self, other): return self._compare(other, "__le__")
+    def __gt__(self, other): return self._compare(other, "__gt__")
+    def __ge__(self, other): return self._compare(other, "__ge__")
+    def __eq__(self, other): return self._compare(other, "__eq__")
+    def __ne__(self, other): return self._compare(other, "__ne__")
+    __hash__ = object.__hash__
+
+    # ---- elementwise -----------------------------------------------------------------
+    def exp(self): return ops.Exp.apply(self)
+    def log(self): return ops.Log.apply(self)
+    def tanh(self): return ops.Tanh.apply(self)
+    def sigmoid(self): return ops.Sigmoid.apply(self)
+    def relu(self): return ops.Relu.apply(self)
+    def sqrt(self): return ops.Pow.apply(self, 0.5)
+
+    def abs(self):
+        return ops.Where.apply(self.data >= 0, self, ops.Neg.apply(self))
+
+    def clip(self, min=None, max=None):
+        out = self if min is None else ops.Maximum.apply(self, min)
+        return out if max is None else ops.Minimum.apply(out, max)
+
+    clamp = clip
+
+    # ---- reductions ------------------------------------------------------------------
+    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        axes = _axes("sum", axis, self.ndim, dim)
+        return ops.Sum.apply(self, axis=axes, keepdims=bool(keepdims or keepdim))
+
+    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        axes = _axes("mean", axis, self.ndim, dim)
+        count = self.size if axes is None else _prod(self.shape[a] for a in axes)
+        return ops.Sum.apply(self, axis=axes, keepdims=bool(keepdims or keepdim)) * (1.0 / max(count, 1))
+
+    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        axes = _axes("max", axis, self.ndim, dim)
+        if self.size == 0:
+            raise ValueError(f"max: cannot reduce an empty tensor of shape {self.shape}")
+        return ops.Max.apply(self, axis=axes, keepdims=bool(keepdims or keepdim))
+
+    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        return -((-self).max(axis, keepdims, dim=dim, keepdim=keepdim))
+
+    def logsumexp(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        from .functional import logsumexp
+        return logsumexp(self, axis if dim is None else dim, bool(keepdims or keepdim))
+
+    def softmax(self, axis=-1, *, dim=None):
+        from .functional import softmax
+        return softmax(self, axis if dim is None else dim)
+
+    def log_softmax(self, axis=-1, *, dim=None):
+        from .functional import log_softmax
+        return log_softmax(self, axis if dim is None else dim)
+
+    # ---- shape -----------------------------------------------------------------------
+    def reshape(self, *shape):
+        shape = _shape_arg(shape)
+        if shape == self.shape:
+            return self
+        known = _prod(n for n in shape if n != -1)
+        if shape.count(-1) > 1 or any(n < -1 for n in shape) or \
+                (-1 in shape and (known == 0 or self.size % known)) or (-1 not in shape and known != self.size):
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} ({self.size} elements) into {shape}")
+        return ops.Reshape.apply(self, shape=shape)
+
+    view = reshape
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        if self.ndim == 0:
+            return self.reshape(1)
+        s, e = _axis("flatten", start_dim, self.ndim), _axis("flatten", end_dim, self.ndim)
+        return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:]) if s <= e else self
+
+    def permute(self, *axes):
+        axes = _shape_arg(axes)
+        if sorted(a % max(self.ndim, 1) for a in axes) != list(range(self.ndim)) or len(axes) != self.ndim:
+            raise ValueError(f"permute: {axes} is not a permutation of the {self.ndim} axes of shape {self.shape}")
+        return ops.Transpose.apply(self, axes=tuple(a % self.ndim for a in axes))
+
+    def transpose(self, axis0=None, axis1=None, *, dim0=None, dim1=None):
+        """Swap two axes (PyTorch); with no arguments reverse all axes (NumPy)."""
+        axis0, axis1 = axis0 if dim0 is None else dim0, axis1 if dim1 is None else dim1
+        if axis0 is None and axis1 is None:
+            return self.permute(tuple(reversed(range(self.ndim))))
+        a, b = _axis("transpose", axis0, self.ndim), _axis("transpose", axis1, self.ndim)
+        axes = list(range(self.ndim))
+        axes[a], axes[b] = b, a
+        return ops.Transpose.apply(self, axes=tuple(axes))
+
+    @property
+    def T(self):
+        """All axes reversed (the matrix transpose for 2-D tensors)."""
+        return self.permute(tuple(reversed(range(self.ndim))))
+
+    def contiguous(self):
+        """A C-contiguous copy; use it to hoist a transposed weight out of a time loop."""
+        return ops.Contiguous.apply(self)
+
+    def expand(self, *shape):
+        shape = _shape_arg(shape)
+        lead = len(shape) - self.ndim
+        if lead < 0:
+            raise ValueError(f"expand: cannot expand shape {self.shape} to fewer dimensions {shape}")
+        target = tuple(self.shape[k - lead] if n == -1 and k >= lead else n for k, n in enumerate(shape))
+        if any(self.shape[k] not in (1, target[k + lead]) for k in range(self.ndim)) or min(target, default=0) < 0:
+            raise ValueError(f"expand: cannot expand shape {self.shape} to {shape}")
+        return ops.Expand.apply(self, shape=target)
+
+    def flip(self, axis=None, *, dims=None):
+        axes = _axes("flip", axis if dims is None else dims, self.ndim)
+        return ops.Flip.apply(self, axis=axes)
+
+    def squeeze(self, axis=None, *, dim=None):
+        axes = _axes("squeeze", axis, self.ndim, dim)
+        if axes is None:
+            axes = tuple(k for k, n in enumerate(self.shape) if n == 1)
+        return self.reshape(tuple(n for k, n in enumerate(self.shape) if not (k in axes and n == 1)))
+
+    def unsqueeze(self, axis=None, *, dim=None):
+        a = _axis("unsqueeze", axis if dim is None else dim, self.ndim, extra=1)
+        return self.reshape(self.shape[:a] + (1,) + self.shape[a:])
+
+    def split(self, size_or_sections, axis=0, *, dim=None):
+        """Split along `axis` into pieces of a given size (int) or of the given sizes (list)."""
+        a = _axis("split", axis if dim is None else dim, self.ndim)
+        n = self.shape[a]
+        if isinstance(size_or_sections, _ints):
+            if size_or_sections <= 0:
+                raise ValueError(f"split: size must be positive, got {size_or_sections}")
+            sizes = [min(size_or_sections, n - s) for s in range(0, n, size_or_sections)] or [0]
+        else:
+            sizes = [int(s) for s in size_or_sections]
+            if sum(sizes) != n or min(sizes, default=0) < 0:
+                raise ValueError(f"split: sections {sizes} do not add up to {n}, the size of axis {a} of shape {self.shape}")
+        return ops.Split.apply(self, sizes=tuple(sizes), axis=a)
+
+    def chunk(self, chunks, axis=0, *, dim=None):
+        """Split into `chunks` pieces of equal size (the last may be smaller), like PyTorch."""
+        a = _axis("chunk", axis if dim is None else dim, self.ndim)
+        if not isinstance(chunks, _ints) or chunks <= 0:
+            raise ValueError(f"chunk: chunks must be a positive int, got {chunks!r}")
+        return self.split(max(-(-self.shape[a] // chunks), 1), a)
+
+    def unbind(self, axis=0, *, dim=None):
+        """The slices along `axis` as a tuple of tensors (one tape node)."""
+        return ops.Unbind.apply(self, axis=_axis("unbind", axis if dim is None else dim, self.ndim))
+
+    def __getitem__(self, index):
+        index, advanced = _index(index, self)
+        return ops.GetItem.apply(self, index=index, advanced=advanced)
+
+    def __iter__(self):
+        return iter(self.unbind(0))
+
+
+autograd.Tensor = Tensor  # the engine wraps arrays in Tensors without importing this module
+
+
+def _prod(values):
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+def _same_device(op, a, b):
+    if a.device != b.device:
+        raise ValueError(f"{op}: tensors are on different devices ({a.device} and {b.device}); "
+                         "move them with .to(device) first")
+
+
+def _operand(value, like, scalars=True):
+    """Python scalars pass through (NumPy keeps the tensor's dtype); arrays become constants."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (bool, int, float)) and scalars:
+        return value
+    if backend.is_array(value) or isinstance(value, (list, tuple, bool, int, float)):
+        return Tensor._make(backend.new_array(value, None, backend.device_of(value) if backend.is_array(value)
+                                              else like.device), None, 0)
+    raise TypeError(f"unsupported operand of type {type(value).__name__} for a Tensor")
+
+
+def _index(index, tensor):
+    """Turn Tensor/list parts of an index into device arrays; report whether it is advanced."""
+    parts = index if isinstance(index, tuple) else (index,)
+    out, advanced = [], False
+    for p in parts:
+        if isinstance(p, Tensor):
+            _same_device("getitem", tensor, p)
+            p = p.data
+        elif isinstance(p, list):
+            p = backend.new_array(p, None, tensor.device)
+        elif backend.is_array(p) and backend.device_of(p) != tensor.device:
+            p = backend.to_device(p, tensor.device)
+        if backend.is_array(p):
+            if p.dtype.kind not in "biu":
+                raise TypeError(f"getitem: index arrays must be integer or boolean, got {p.dtype}")
+            advanced = True
+        elif not (p is None or p is Ellipsis or isinstance(p, (slice, int))):
+            raise TypeError(f"getitem: unsupported index of type {type(p).__name__}")
+        out.append(p)
+    return (tuple(out) if isinstance(index, tuple) or len(out) != 1 else out[0]), advanced
+
+
+# ---- creation ------------------------------------------------------------------------
+
+def _creation(fill, shape, dtype, device, requires_grad):
+    device = backend.parse_device(device)
+    dtype = backend.default_float if dtype is None else backend.dtype(dtype)
+    t = Tensor._make(fill(backend.namespace(device), _shape_arg(shape), dtype, device), None, 0)
+    t.requires_grad = requires_grad
+    return t
+
+
+def zeros(*shape, dtype=None, device=None, requires_grad=False):
+    return _creation(lambda xp, s, dt, dev: xp.zeros(s, dtype=dt), shape, dtype, device, requires_grad)
+
+
+def ones(*shape, dtype=None, device=None, requires_grad=False):
+    return _creation(lambda xp, s, dt, dev: xp.ones(s, dtype=dt), shape, dtype, device, requires_grad)
+
+
+def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
+    return _creation(lambda xp, s, dt, dev: xp.full(s, fill_value, dtype=dt), (shape,), dtype, device, requires_grad)
+
+
+def randn(*shape, dtype=None, device=None, requires_grad=False):
+    """Standard normal samples from the device's seeded stream (see manual_seed)."""
+    return _creation(lambda xp, s, dt, dev: backend.rng(dev).standard_normal(s, dtype=dt),
+                     shape, dtype, device, requires_grad)
+
+
+def rand(*shape, dtype=None, device=None, requires_grad=False):
+    """Uniform samples in [0, 1) from the device's seeded stream (see manual_seed)."""
+    return _creation(lambda xp, s, dt, dev: backend.rng(dev).random(s, dtype=dt),
+                     shape, dtype, device, requires_grad)
+
+
+def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=False):
+    if stop is None:
+        start, stop = 0, start
+    if dtype is None:
+        dtype = backend.int64 if all(isinstance(v, int) for v in (start, stop, step)) else backend.default_float
+    return _creation(lambda xp, s, dt, dev: xp.arange(start, stop, step, dtype=dt), (), dtype, device, requires_grad)
+
+
+def zeros_like(t, dtype=None, device=None, requires_grad=False):
+    return zeros(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def ones_like(t, dtype=None, device=None, requires_grad=False):
+    return ones(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+# ---- free functions ------------------------------------------------------------------
+
+def _tensors(op, tensors):
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError(f"{op}: expected a non-empty sequence of tensors")
+    if not all(isinstance(t, Tensor) for t in tensors):
+        raise TypeError(f"{op}: expected a sequence of Tensors")
+    return tensors
+
+
+def cat(tensors, axis=0, *, dim=None):
+    """Concatenate along an existing axis (one tape node)."""
+    tensors = _tensors("cat", tensors)
+    a = _axis("cat", axis if dim is None else dim, tensors[0].ndim)
+    for t in tensors[1:]:
+        if t.ndim != tensors[0].ndim or any(m != n for k, (m, n) in enumerate(zip(t.shape, tensors[0].shape)) if k != a):
+            raise ValueError(f"cat: shapes {[t.shape for t in tensors]} differ outside axis {a}")
+    return ops.Cat.apply(*tensors, axis=a)
+
+
+def stack(tensors, axis=0, *, dim=None):
+    """Stack equally shaped tensors along a new axis (one tape node, O(T) backward)."""
+    tensors = _tensors("stack", tensors)
+    if any(t.shape != tensors[0].shape for t in tensors):
+        raise ValueError(f"stack: all tensors must have the same shape, got {sorted({t.shape for t in tensors})}")
+    return ops.Stack.apply(*tensors, axis=_axis("stack", axis if dim is None else dim, tensors[0].ndim, extra=1))
+
+
+def where(condition, a, b):
+    """Elementwise `a` where condition is true, else `b` (the condition gets no gradient)."""
+    like = a if isinstance(a, Tensor) else b
+    if isinstance(condition, Tensor):
+        _same_device("where", like, condition) if isinstance(like, Tensor) else None
+        condition = condition.data
+    elif not backend.is_array(condition):
+        condition = backend.new_array(condition, backend.bool_, like.device if isinstance(like, Tensor) else "cpu")
+    if condition.dtype != backend.bool_:
+        raise TypeError(f"where: condition must be boolean, got {condition.dtype}")
+    if not isinstance(like, Tensor):
+        like = Tensor(a)
+    return ops.Where.apply(condition, _operand(a, like), _operand(b, like))
+
+
+def maximum(a, b):
+    """Elementwise maximum (gradient split evenly at ties)."""
+    return ops.Maximum.apply(*_pair(a, b))
+
+
+def minimum(a, b):
+    """Elementwise minimum (gradient split evenly at ties)."""
+    return ops.Minimum.apply(*_pair(a, b))
+
+
+def _pair(a, b):
+    if isinstance(a, Tensor):
+        return a, _operand(b, a)
+    return _operand(a, b), b
