@@ -1,0 +1,6 @@
+"""Modules: layers, recurrent cells, the recurrent runner and sequence layers."""
+from . import init
+from .cells import GRUCell, LSTMCell, RNNCell, RNNCellBase
+from .layers import Dropout, Embedding, LayerNorm, Linear, Sequential
+from .module import Module, Parameter
+from .recurrent import GRU, LSTM, RNN, Recurrent, RNNBase

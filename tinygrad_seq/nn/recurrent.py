@@ -1,0 +1,269 @@
+"""The recurrent runner, and the sequence layers built on it.
+
+`run_layers` is the one loop over time that every recurrent layer and every custom cell
+goes through. It handles initial states, variable lengths (PyTorch's packed-sequence
+semantics), reversal within each sequence's length, bidirectional concatenation,
+stacking and dropout between layers. Backpropagation through time is not written here:
+the loop records ordinary ops and the tape differentiates them.
+"""
+from .. import backend
+from .. import functional as F
+from ..tensor import Tensor, cat, stack, where
+from . import init
+from .cells import GRUCell, LSTMCell, RNNCell
+from .module import Module, Parameter
+from ..tensor import zeros
+
+
+def _output_of(state):
+    """A state is a Tensor or a tuple whose first item is the output (LSTM: (h, c))."""
+    return state[0] if isinstance(state, tuple) else state
+
+
+def _select(mask, new, old):
+    """Per batch row: the new state where mask is true, else the old one (tuples item by item)."""
+    if isinstance(new, tuple):
+        return tuple(_select(mask, n, o) for n, o in zip(new, old))
+    return where(mask, new, old)
+
+
+def _steps(cell, x):
+    """The per-step inputs and step function of `cell` for the sequence x (T, B, ...)."""
+    prepare = getattr(cell, "prepare_sequence", None)
+    return prepare(x) if prepare is not None else (x, cell)
+
+
+def run_direction(cell, x, state, lengths=None):
+    """Run one cell over x (T, B, ...) forward in time; returns (outputs (T, B, H), final state).
+
+    With `lengths` (a host list), row b stops updating after step lengths[b] - 1: its final
+    state is the one at its last valid step and its later outputs are zero.
+    """
+    T, B = x.shape[0], x.shape[1]
+    inputs, step = _steps(cell, x)
+    if state is None:
+        state = cell.initial_state(B)
+    valid = None
+    if lengths is not None:
+        xp = backend.namespace(x.device)
+        valid = xp.arange(T)[:, None] < xp.asarray(lengths)[None, :]  # (T, B) booleans
+    shortest = min(lengths) if lengths is not None else T
+    outputs = []
+    for t, x_t in enumerate(inputs.unbind(0)):
+        new = step(x_t, state)
+        state = new if t < shortest else _select(valid[t][:, None], new, state)
+        outputs.append(_output_of(state))
+    out = stack(outputs)
+    if shortest < T:
+        out = where(valid[:, :, None], out, 0.0)
+    return out, state
+
+
+def _reverse_index(lengths, T, device):
+    """Index arrays (time, batch) that reverse each sequence within its length (an involution)."""
+    xp = backend.namespace(device)
+    t = xp.arange(T)[:, None]
+    n = xp.asarray(lengths)[None, :]
+    return xp.where(t < n, n - 1 - t, t), xp.arange(len(lengths))[None, :]
+
+
+def run_layers(layers, x, states=None, lengths=None, dropout=0.0, training=False):
+    """Run stacked, possibly bidirectional, recurrent layers over x (T, B, ...).
+
+    layers: a list with one (forward_cell, reverse_cell or None) pair per layer.
+    states: None or a list with one [forward_state, reverse_state] list per layer
+            (None entries start from the cell's initial_state).
+    lengths: None or B ints in 1..T (a host list).
+    Returns (output (T, B, D*H) of the last layer, final states in the shape of `states`).
+    """
+    T = x.shape[0]
+    if lengths is not None and min(lengths) == T:
+        lengths = None
+    reverse_index = _reverse_index(lengths, T, x.device) if lengths is not None else None
+    finals = []
+    for k, (forward_cell, reverse_cell) in enumerate(layers):
+        if k > 0 and dropout > 0 and training:
+            x = F.dropout(x, dropout, True)
+        initial = states[k] if states is not None else [None, None]
+        out, state = run_direction(forward_cell, x, initial[0], lengths)
+        layer_final = [state]
+        if reverse_cell is not None:
+            x_rev = x.flip(0) if reverse_index is None else x[reverse_index]
+            out_rev, state_rev = run_direction(reverse_cell, x_rev, initial[1], lengths)
+            out_rev = out_rev.flip(0) if reverse_index is None else out_rev[reverse_index]
+            out = cat([out, out_rev], axis=2)
+            layer_final.append(state_rev)
+        finals.append(layer_final)
+        x = out
+    return x, finals
+
+
+def check_lengths(op, lengths, batch, T):
+    """Lengths as a host list of B ints in 1..T, or a clear ValueError/TypeError."""
+    if lengths is None:
+        return None
+    values = backend.to_host(lengths.data if isinstance(lengths, Tensor) else lengths)
+    if values.ndim != 1 or values.shape[0] != batch:
+        raise ValueError(f"{op}: lengths must hold one length per sequence ({batch}), got shape {tuple(values.shape)}")
+    if values.dtype.kind == "f" and bool((values != values.round()).any()) or values.dtype.kind not in "iuf":
+        raise TypeError(f"{op}: lengths must be integers, got {values.tolist()}")
+    values = [int(v) for v in values.tolist()]
+    if batch and (min(values) < 1 or max(values) > T):
+        raise ValueError(f"{op}: lengths must be between 1 and the sequence length {T}, got {values}")
+    return values
+
+
+def _layout(x, batch_first):
+    return x.transpose(0, 1) if batch_first else x
+
+
+class Recurrent(Module):
+    """Run any cell over sequences: lengths, reversal, bidirectional and stacked layers.
+
+    cell: a Module with forward(x_t, state) -> new state (a Tensor, or a tuple whose first
+    item is the output) and initial_state(batch_size); or a list of such cells, one per
+    layer. reverse_cell (or a list, one per layer) runs each sequence backwards, within
+    its length, and its outputs are concatenated to the forward ones.
+    forward(x, state=None, lengths=None) -> (output (T, B, D*H), final_state), where
+    final_state has the shape `state` takes: per layer, a cell state, or a
+    (forward, reverse) pair when bidirectional; a list over layers when cell is a list.
+    """
+
+    def __init__(self, cell, reverse_cell=None, batch_first=False, dropout=0.0):
+        self.stacked = isinstance(cell, (list, tuple))
+        self.cells = list(cell) if self.stacked else [cell]
+        reverse = reverse_cell if isinstance(reverse_cell, (list, tuple)) else [reverse_cell] * (reverse_cell is not None)
+        if reverse and len(reverse) != len(self.cells):
+            raise ValueError(f"Recurrent: {len(self.cells)} cells but {len(reverse)} reverse cells")
+        self.reverse_cells = list(reverse)
+        self.batch_first, self.dropout = batch_first, dropout
+
+    @property
+    def bidirectional(self):
+        return bool(self.reverse_cells)
+
+    def forward(self, x, state=None, lengths=None):
+        if x.ndim < 2:
+            raise ValueError(f"Recurrent: expected input of shape (T, B, ...){' with batch_first' * self.batch_first}, got {x.shape}")
+        x = _layout(x, self.batch_first)
+        lengths = check_lengths("Recurrent", lengths, x.shape[1], x.shape[0])
+        layers = [(c, self.reverse_cells[k] if self.bidirectional else None) for k, c in enumerate(self.cells)]
+        per_layer = state if self.stacked else [state]
+        states = None if state is None else [list(s) if self.bidirectional else [s, None] for s in per_layer]
+        out, finals = run_layers(layers, x, states, lengths, self.dropout, self.training)
+        finals = [tuple(f) if self.bidirectional else f[0] for f in finals]
+        return _layout(out, self.batch_first), (finals if self.stacked else finals[0])
+
+
+class RNNBase(Module):
+    """Shared by RNN, LSTM and GRU: PyTorch's arguments, parameter names, shapes and checks."""
+    cell_type = RNNCell
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, dtype=None, device=None):
+        if num_layers < 1 or hidden_size < 1 or input_size < 1:
+            raise ValueError(f"{type(self).__name__}: input_size, hidden_size and num_layers must be positive, "
+                             f"got {input_size}, {hidden_size}, {num_layers}")
+        if not 0 <= dropout <= 1:
+            raise ValueError(f"{type(self).__name__}: dropout must be in [0, 1], got {dropout}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, dropout, bidirectional
+        rows = self.cell_type.gates * hidden_size
+        directions = 2 if bidirectional else 1
+        for k in range(num_layers):
+            for suffix in ("", "_reverse")[:directions]:
+                width = input_size if k == 0 else hidden_size * directions
+                setattr(self, f"weight_ih_l{k}{suffix}", Parameter(zeros(rows, width, dtype=dtype, device=device)))
+                setattr(self, f"weight_hh_l{k}{suffix}", Parameter(zeros(rows, hidden_size, dtype=dtype, device=device)))
+                if bias:
+                    setattr(self, f"bias_ih_l{k}{suffix}", Parameter(zeros(rows, dtype=dtype, device=device)))
+                    setattr(self, f"bias_hh_l{k}{suffix}", Parameter(zeros(rows, dtype=dtype, device=device)))
+        init.recurrent_uniform_(self, hidden_size)
+
+    def _cell(self, k, suffix):
+        names = [f"{n}_l{k}{suffix}" for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        return self.cell_type.sharing(*[getattr(self, n, None) for n in names], **self._cell_options())
+
+    def _cell_options(self):
+        return {}
+
+    @property
+    def _state_count(self):
+        return 2 if self.cell_type is LSTMCell else 1
+
+    def forward(self, x, hx=None, lengths=None):
+        name, D, H = type(self).__name__, 2 if self.bidirectional else 1, self.hidden_size
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name}: input must be a Tensor, got {type(x).__name__}")
+        if x.ndim not in (2, 3) or x.shape[-1] != self.input_size:
+            layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+            raise ValueError(f"{name}: expected input of shape {layout} (or unbatched (T, input_size)) "
+                             f"with input_size={self.input_size}, got {x.shape}")
+        weight = self.weight_ih_l0
+        if x.dtype != weight.dtype or x.device != weight.device:
+            raise ValueError(f"{name}: input is {x.dtype} on {x.device} but the parameters are "
+                             f"{weight.dtype} on {weight.device}; convert one with .to()")
+        unbatched = x.ndim == 2
+        x = x.unsqueeze(1) if unbatched else _layout(x, self.batch_first)
+        T, B = x.shape[0], x.shape[1]
+        lengths = check_lengths(name, lengths, B, T)
+        states = None
+        if hx is not None:
+            hx = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
+            if len(hx) != self._state_count:
+                raise ValueError(f"{name}: hx must be {'(h_0, c_0)' if self._state_count == 2 else 'h_0'}")
+            expected = (self.num_layers * D, H) if unbatched else (self.num_layers * D, B, H)
+            for h in hx:
+                if not isinstance(h, Tensor) or h.shape != expected or h.dtype != weight.dtype or h.device != weight.device:
+                    got = f"{h.shape} {h.dtype} on {h.device}" if isinstance(h, Tensor) else type(h).__name__
+                    raise ValueError(f"{name}: initial state must have shape {expected}, dtype {weight.dtype} "
+                                     f"on {weight.device}; got {got}")
+            per_state = [h.unsqueeze(1).unbind(0) if unbatched else h.unbind(0) for h in hx]
+            flat = list(zip(*per_state)) if self._state_count == 2 else per_state[0]
+            states = [[flat[k * D + d] for d in range(D)] + [None] * (2 - D) for k in range(self.num_layers)]
+        layers = [(self._cell(k, ""), self._cell(k, "_reverse") if D == 2 else None) for k in range(self.num_layers)]
+        out, finals = run_layers(layers, x, states, lengths, self.dropout, self.training)
+        flat = [s for layer in finals for s in layer]
+        if self._state_count == 2:
+            h_n, c_n = stack([s[0] for s in flat]), stack([s[1] for s in flat])
+            final = (h_n[:, 0], c_n[:, 0]) if unbatched else (h_n, c_n)
+        else:
+            h_n = stack(flat)
+            final = h_n[:, 0] if unbatched else h_n
+        out = out[:, 0] if unbatched else _layout(out, self.batch_first)
+        return out, final
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
+                              ("bidirectional", False)):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)}"
+        return s
+
+
+class RNN(RNNBase):
+    """Elman RNN over sequences: h_t = tanh (or relu)(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=None, device=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype, device)
+
+    def _cell_options(self):
+        return {"nonlinearity": self.nonlinearity}
+
+    def extra_repr(self):
+        return super().extra_repr() + (f", nonlinearity={self.nonlinearity!r}" if self.nonlinearity != "tanh" else "")
+
+
+class LSTM(RNNBase):
+    """LSTM over sequences (gates i, f, g, o); forward returns output, (h_n, c_n)."""
+    cell_type = LSTMCell
+
+
+class GRU(RNNBase):
+    """GRU over sequences (gates r, z, n); forward returns output, h_n."""
+    cell_type = GRUCell
