@@ -7,6 +7,8 @@ algorithm (dependency counts, no recursion), sums each node's incoming gradients
 frees what a node saved as soon as its backward has run.
 """
 import functools
+import os
+import traceback
 import weakref
 
 from . import backend
@@ -14,6 +16,7 @@ from . import backend
 Tensor = None  # set by tensor.py (tensor.py imports this module first)
 
 _grad_enabled = True
+_detect_anomaly = False
 
 
 def is_grad_enabled():
@@ -51,6 +54,39 @@ class enable_grad(_GradMode):
     enabled = True
 
 
+class detect_anomaly(_GradMode):
+    """Context manager / decorator: raise as soon as an op's forward or backward makes NaN or inf.
+
+    The error names the op, the file and line of user code that created it, and the input
+    shapes. Slow (it checks every array and records where every op was made): for debugging.
+    """
+    def __enter__(self):
+        global _detect_anomaly
+        self._previous, _detect_anomaly = _detect_anomaly, True
+
+    def __exit__(self, *exc):
+        global _detect_anomaly
+        _detect_anomaly = self._previous
+
+
+_package_dir = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_site():
+    """'file:line' of the innermost stack frame outside tinygrad_seq."""
+    for frame in reversed(traceback.extract_stack()):
+        if not os.path.abspath(frame.filename).startswith(_package_dir):
+            return f"{frame.filename}:{frame.lineno}"
+    return "<unknown>"
+
+
+def _check_finite(node_name, site, arrays, shapes, stage):
+    for k, a in enumerate(arrays):
+        if a is not None and backend.is_floating(a.dtype) and not bool(backend.array_namespace(a).isfinite(a).all()):
+            raise FloatingPointError(f"detect_anomaly: {node_name} {stage} produced NaN or inf "
+                                     f"(output {k}); the op was created at {site}; input shapes {shapes}")
+
+
 class Function:
     """A differentiable primitive: subclass it and write `forward` and `backward`.
 
@@ -62,13 +98,18 @@ class Function:
     `ctx.needs_input_grad[i]` tells whether input i wants a gradient. Call the op with
     `MyFunction.apply(*tensors, **kwargs)`.
     """
-    __slots__ = ("parents", "needs_input_grad", "input_meta", "n_outputs", "hooks", "released", "__dict__")
+    __slots__ = ("parents", "array_type", "n_outputs", "hooks", "released", "__dict__")
 
     def forward(self, *arrays, **kwargs):
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
     def backward(self, *grads):
         raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    @property
+    def needs_input_grad(self):
+        """One bool per input: does it want a gradient?"""
+        return tuple(p is not None for p in self.parents)
 
     def save_for_backward(self, *arrays):
         self.saved_arrays = arrays
@@ -83,7 +124,7 @@ class Function:
     @classmethod
     def apply(cls, *args, **kwargs):
         ctx = cls.__new__(cls)
-        arrays, needs, array_type, record = [], [], None, False
+        arrays, parents, array_type, record = [], [], None, False
         for a in args:
             if isinstance(a, Tensor):
                 data = a.data
@@ -92,43 +133,42 @@ class Function:
                 elif type(data) is not array_type or array_type is not _host_array:
                     _check_devices(cls, args)
                 arrays.append(data)
-                needs.append(a._requires_grad)
-                record = record or a._requires_grad
+                if a._requires_grad:  # an edge: (node, output index) or (leaf, -1), and the input's shape/dtype
+                    record = True
+                    node = a._node
+                    parents.append((node, a._index, data.shape, data.dtype) if node is not None
+                                   else (a, -1, data.shape, data.dtype))
+                else:
+                    parents.append(None)
             else:
                 arrays.append(a)
-                needs.append(False)
-        ctx.needs_input_grad = needs = tuple(needs)
+                parents.append(None)
+        record = record and _grad_enabled
+        ctx.parents = parents if record else (None,) * len(parents)
         try:
-            out = ctx.forward(*arrays, **kwargs)
+            if _detect_anomaly:
+                with backend.ignore_float_errors():
+                    out = ctx.forward(*arrays, **kwargs)
+            else:
+                out = ctx.forward(*arrays, **kwargs)
         except (ValueError, TypeError, IndexError) as e:
             raise _op_error(cls.__name__.lower(), e, args, kwargs) from None
+        if _detect_anomaly:
+            ctx.site = _user_site()
+            ctx.input_shapes = [tuple(a.shape) for a in arrays if backend.is_array(a)]
+            _check_finite(cls.__name__, ctx.site, out if type(out) is tuple else (out,), ctx.input_shapes, "forward")
         if type(out) is not tuple:
             if type(out) is not array_type:  # NumPy returns scalars for 0-d results
                 out = backend.as_array(out, _device(args))
-            if not (record and _grad_enabled):
+            if not record:
                 return Tensor._make(out, None, 0)
-            ctx._record(args, needs, array_type, 1)
+            ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs = array_type, None, False, 1
             return Tensor._make(out, ctx, 0)
-        outs = tuple(o if type(o) is array_type else backend.as_array(o, _device(args)) for o in out)
-        if not (record and _grad_enabled):
+        outs = [o if type(o) is array_type else backend.as_array(o, _device(args)) for o in out]
+        if not record:
             return tuple(Tensor._make(o, None, 0) for o in outs)
-        ctx._record(args, needs, array_type, len(outs))
+        ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs = array_type, None, False, len(outs)
         return tuple(Tensor._make(o, ctx, i) for i, o in enumerate(outs))
-
-    def _record(self, args, needs, array_type, n_outputs):
-        parents, meta = [], []
-        for a, needed in zip(args, needs):
-            if needed:
-                data = a.data
-                parents.append((a._node, a._index) if a._node is not None else (a, -1))
-                meta.append((data.shape, data.dtype, array_type))
-            else:
-                parents.append(None)
-                meta.append(None)
-        self.parents, self.input_meta = parents, meta
-        self.hooks = None
-        self.released = False
-        self.n_outputs = n_outputs
 
     def add_hook(self, index, hook=None, retain=None):
         """Run `hook` on (or retain the gradient of) output `index` during backward."""
@@ -171,9 +211,8 @@ def _op_error(op, error, args, kwargs):
     return kind(f"{op}: {message} (inputs: {described}{options})")
 
 
-def _reduce_to(grad, meta, node, i):
+def _reduce_to(grad, shape, dtype, array_type, node, i):
     """Sum a broadcast gradient back to its input's shape; the one place this happens."""
-    shape, dtype, array_type = meta
     if type(grad) is not array_type:
         if array_type is backend.ndarray and not backend.is_array(grad):
             grad = backend.to_host(grad)  # a NumPy scalar from a full reduction
@@ -203,50 +242,33 @@ def _run_hooks(hooks, grad):
 
 def backward(root, grad, retain_graph=False):
     """Backpropagate `grad` (an array shaped like root) through the tape into leaf .grad."""
-    leaf_grads = {}  # id(leaf) -> [leaf, grad, owned]
+    leaf_grads = {}  # id(leaf) -> [leaf, summed gradient, whether we own that buffer]
 
-    def send(edge, g, pending, owned):
-        target, index = edge
-        if index < 0:  # a leaf tensor
-            entry = leaf_grads.get(id(target))
-            if entry is None:
-                leaf_grads[id(target)] = [target, g, False]
-            elif entry[2]:
-                entry[1] += g
-            else:
-                entry[1], entry[2] = entry[1] + g, True
-            return
-        slots = pending.get(target)
-        if slots is None:
-            slots = pending[target] = [None] * target.n_outputs
-        current = slots[index]
-        if current is None:
-            slots[index] = g
-        elif (target, index) in owned:
-            current += g
+    def to_leaf(leaf, g):
+        entry = leaf_grads.get(id(leaf))
+        if entry is None:
+            leaf_grads[id(leaf)] = [leaf, g, False]
+        elif entry[2]:
+            entry[1] += g
         else:
-            slots[index] = current + g
-            owned.add((target, index))
+            entry[1], entry[2] = entry[1] + g, True
 
-    root_edge = root._edge()
-    if root_edge[1] < 0:
-        send(root_edge, grad, None, None)
+    if root._node is None:
+        to_leaf(root, grad)
     else:
-        _walk(root_edge, grad, retain_graph, send)
+        _walk(root._node, root._index, grad, retain_graph, to_leaf)
     for leaf, g, owned in leaf_grads.values():
         if leaf._hooks:
-            g = _run_hooks(leaf._hooks, g)
-            owned = False
+            g, owned = _run_hooks(leaf._hooks, g), False
         if leaf.grad is None:
             leaf.grad = Tensor._make(g if owned else g.copy(), None, 0)
         else:
             leaf.grad.data += g
 
 
-def _walk(root_edge, grad, retain_graph, send):
-    start = root_edge[0]
-    deps = {start: 0}
-    stack = [start]
+def _count_consumers(start):
+    """For every node reachable from `start`: how many edges lead into it."""
+    deps, stack = {start: 0}, [start]
     while stack:
         for edge in stack.pop().parents:
             if edge is not None and edge[1] >= 0:
@@ -256,47 +278,86 @@ def _walk(root_edge, grad, retain_graph, send):
                 else:
                     deps[parent] = 1
                     stack.append(parent)
+    return deps
+
+
+def _walk(start, index, grad, retain_graph, to_leaf):
+    """Kahn's algorithm: a node runs once every consumer has sent it its gradient.
+
+    Gradients arriving at the same output are summed without touching arrays that a
+    backward returned: the first is borrowed, the second allocates a buffer we own, and
+    later ones add into that buffer in place.
+    """
+    deps = _count_consumers(start)
     pending, owned = {start: [None] * start.n_outputs}, set()
-    pending[start][root_edge[1]] = grad
+    pending[start][index] = grad
     ready = [start]
     while ready:
         node = ready.pop()
         grads = pending.pop(node)
         if node.released:
-            raise RuntimeError(f"backward: the graph was already freed after an earlier backward() (reached "
+            raise RuntimeError(f"backward: the graph was already freed by an earlier backward() (reached "
                                f"{node.name} again); pass retain_graph=True to the first backward() "
                                "to backpropagate through the same graph twice")
         if node.hooks:
-            for index, (hooks, retained) in node.hooks.items():
-                if grads[index] is not None:
-                    grads[index] = _run_hooks(hooks, grads[index])
-                    tensor = retained() if retained is not None else None
-                    if tensor is not None:
-                        tensor.grad = Tensor._make(grads[index].copy(), None, 0)
-        if any(g is not None for g in grads):
-            input_grads = node.backward(*grads)
-            if not isinstance(input_grads, tuple):
+            _node_hooks(node, grads)
+        parents = node.parents
+        if grads[0] is not None or any(g is not None for g in grads):
+            if _detect_anomaly:
+                with backend.ignore_float_errors():
+                    input_grads = node.backward(*grads)
+            else:
+                input_grads = node.backward(*grads)
+            if type(input_grads) is not tuple:
                 input_grads = (input_grads,)
-            if len(input_grads) != len(node.parents):
+            if len(input_grads) != len(parents):
                 raise RuntimeError(f"{node.name}.backward returned {len(input_grads)} gradients for "
-                                   f"{len(node.parents)} inputs")
+                                   f"{len(parents)} inputs")
         else:
-            input_grads = (None,) * len(node.parents)
+            input_grads = (None,) * len(parents)
+        if _detect_anomaly and "site" in node.__dict__:
+            _check_finite(node.name, node.site, input_grads, node.input_shapes, "backward")
+        array_type = node.array_type
         if not retain_graph:
             node.__dict__.clear()
             node.released = True
-        for i, (edge, g) in enumerate(zip(node.parents, input_grads)):
+        for i, edge in enumerate(parents):
             if edge is None:
                 continue
+            target, slot, shape, dtype = edge
+            g = input_grads[i]
             if g is not None:
-                meta = node.input_meta[i]
-                if g.shape != meta[0] or g.dtype != meta[1] or type(g) is not meta[2]:
-                    g = _reduce_to(g, meta, node, i)
-                send(edge, g, pending, owned)
-            if edge[1] >= 0:
-                parent = edge[0]
-                deps[parent] -= 1
-                if deps[parent] == 0:
-                    if parent not in pending:  # no gradient reached it; walk on to keep counts right
-                        pending[parent] = [None] * parent.n_outputs
-                    ready.append(parent)
+                if g.shape != shape or g.dtype != dtype or type(g) is not array_type:
+                    g = _reduce_to(g, shape, dtype, array_type, node, i)
+                if slot < 0:
+                    to_leaf(target, g)
+                    continue
+                slots = pending.get(target)
+                if slots is None:
+                    slots = pending[target] = [None] * target.n_outputs
+                current = slots[slot]
+                if current is None:
+                    slots[slot] = g
+                elif (target, slot) in owned:
+                    current += g
+                else:
+                    slots[slot] = current + g
+                    owned.add((target, slot))
+            elif slot < 0:
+                continue
+            left = deps[target] - 1
+            deps[target] = left
+            if left == 0:
+                if target not in pending:  # no gradient reached it; walk on to keep counts right
+                    pending[target] = [None] * target.n_outputs
+                ready.append(target)
+
+
+def _node_hooks(node, grads):
+    """Run a node's output hooks and keep retained gradients (retain_grad)."""
+    for index, (hooks, retained) in node.hooks.items():
+        if grads[index] is not None:
+            grads[index] = _run_hooks(hooks, grads[index])
+            tensor = retained() if retained is not None else None
+            if tensor is not None:
+                tensor.grad = Tensor._make(grads[index].copy(), None, 0)

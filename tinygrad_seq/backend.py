@@ -194,3 +194,92 @@ def as_array(value, device=None):
     if device is None:
         device = device_of(value) if is_array(value) else "cpu"
     return _backend(device).xp.asarray(value)
+
+
+# ---- .npz files (serialization.py): NumPy's archive of .npy members, never pickle ------
+
+def save_npz(path, arrays):
+    """Write {name: array} to `path` as an uncompressed .npz that numpy.load reads too.
+
+    Values may be arrays of any device or scalars; only boolean and numeric dtypes are
+    accepted, so nothing is ever pickled. Everything is checked before the file is opened.
+    """
+    import zipfile
+    members = []
+    for key, value in arrays.items():
+        host = to_host(value)
+        if host.dtype.hasobject or host.dtype.kind not in "biufc":
+            raise TypeError(f"save: value for key {key!r} has dtype {host.dtype}; only boolean and "
+                            "numeric arrays can be saved (nothing is pickled)")
+        info = zipfile.ZipInfo(key + ".npy")  # fixed 1980 timestamp: same data, same bytes
+        if info.filename != key + ".npy":
+            raise ValueError(f"save: key {key!r} cannot be stored as a zip member name")
+        members.append((info, host))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for info, host in members:
+            with archive.open(info, "w", force_zip64=True) as member:
+                numpy.lib.format.write_array(member, host, allow_pickle=False)
+
+
+def load_npz(path):
+    """{name: NumPy array} from a .npz file, read member by member without ever unpickling.
+
+    Each member must be a .npy of a boolean or numeric dtype whose header (parsed by NumPy's
+    literal-only reader) declares exactly the bytes the member holds, so a forged shape
+    cannot make this allocate. Malformed input of any kind raises ValueError(reason);
+    OSError (missing file, a directory) passes through.
+    """
+    import zipfile
+    with open(path, "rb") as fh:
+        try:
+            arrays = {}
+            with zipfile.ZipFile(fh) as archive:
+                for info in archive.infolist():
+                    name = info.filename
+                    if not name.endswith(".npy"):
+                        raise ValueError(f"member {name!r} is not a .npy array")
+                    if name[:-4] in arrays:
+                        raise ValueError(f"member {name!r} appears more than once")
+                    with archive.open(info) as member:
+                        arrays[name[:-4]] = _read_npy(member, info.file_size, name)
+            return arrays
+        except ValueError:
+            raise
+        except Exception as e:  # BadZipFile, bad CRC, zlib errors, EOF, encrypted members ...
+            raise ValueError(f"{type(e).__name__}: {e}") from None
+
+
+def _read_npy(member, size, name):
+    fmt = numpy.lib.format
+    try:
+        version = fmt.read_magic(member)
+    except ValueError:
+        raise ValueError(f"member {name!r} is not a .npy array (bad magic string)") from None
+    if version == (1, 0):
+        shape, fortran_order, dt = fmt.read_array_header_1_0(member)
+    elif version in ((2, 0), (3, 0)):
+        shape, fortran_order, dt = fmt.read_array_header_2_0(member)
+    else:
+        raise ValueError(f"member {name!r} has unsupported .npy format version {version}")
+    if dt.hasobject or dt.kind not in "biufc":
+        raise ValueError(f"member {name!r} has dtype {dt}; only boolean and numeric arrays are "
+                         "loaded (object arrays would need pickle)")
+    count = 1
+    for n in shape:
+        if n < 0:
+            raise ValueError(f"member {name!r} declares a negative shape {shape}")
+        count *= n
+    declared, held = count * dt.itemsize, size - member.tell()
+    if declared != held:
+        raise ValueError(f"member {name!r} declares shape {shape} of {dt} ({declared} bytes) "
+                         f"but holds {held} bytes")
+    data = member.read(held)
+    if len(data) != held or member.read(1):
+        raise ValueError(f"member {name!r} is truncated")
+    array = numpy.frombuffer(data, dtype=dt)
+    return array.reshape(shape, order="F" if fortran_order else "C").copy()
+
+
+def ignore_float_errors():
+    """A context in which NumPy does not warn about inf/NaN (anomaly checks report them instead)."""
+    return numpy.errstate(all="ignore")
