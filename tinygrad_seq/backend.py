@@ -171,7 +171,7 @@ def array_namespace(array):
 def new_array(data, dtype=None, device="cpu"):
     """A fresh array on `device` holding `data` (a scalar, nested list or any backend array).
 
-    Python floats become float32 unless `dtype` says otherwise; arrays keep their dtype.
+    Python floats become float32 unless `dtype` says otherwise; arrays and NumPy scalars keep their dtype.
     """
     if is_array(data):
         if dtype is None:
@@ -184,7 +184,7 @@ def new_array(data, dtype=None, device="cpu"):
     if host.dtype == object or host.dtype.kind not in "biuf":
         raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__} data of dtype {host.dtype}")
     if dtype is None:
-        dtype = default_float if host.dtype.kind == "f" else host.dtype
+        dtype = default_float if host.dtype.kind == "f" and not isinstance(data, numpy.generic) else host.dtype
     host = host.astype(dtype)
     return host if device == "cpu" else to_device(host, device)
 
@@ -255,12 +255,13 @@ def _read_npy(member, size, name):
         version = fmt.read_magic(member)
     except ValueError:
         raise ValueError(f"member {name!r} is not a .npy array (bad magic string)") from None
-    if version == (1, 0):
-        shape, fortran_order, dt = fmt.read_array_header_1_0(member)
-    elif version in ((2, 0), (3, 0)):
-        shape, fortran_order, dt = fmt.read_array_header_2_0(member)
-    else:
+    if version not in ((1, 0), (2, 0), (3, 0)):
         raise ValueError(f"member {name!r} has unsupported .npy format version {version}")
+    try:  # NumPy parses the header with ast.literal_eval: literals only, no code
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran_order, dt = read_header(member)
+    except Exception as e:
+        raise ValueError(f"member {name!r} has an invalid .npy header ({type(e).__name__}: {e})") from None
     if dt.hasobject or dt.kind not in "biufc":
         raise ValueError(f"member {name!r} has dtype {dt}; only boolean and numeric arrays are "
                          "loaded (object arrays would need pickle)")

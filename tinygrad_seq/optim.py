@@ -78,17 +78,18 @@ class Optimizer:
         """A hyperparameter as a plain Python value (NumPy scalars would promote float32 math)."""
         if key not in self.defaults:
             return value  # a user's own entry, kept as given
+        kind = "a bool" if key in self._flags else "a pair of numbers" if key in self._pairs else "a number"
         try:
             if key in self._flags:
+                if value not in (True, False):
+                    raise TypeError
                 return bool(value)
             if key in self._pairs:
                 first, second = value
                 return (float(first), float(second))
             return float(value)
         except (TypeError, ValueError):
-            raise TypeError(f"{self._name}: hyperparameter {key!r} must be "
-                            f"{'a bool' if key in self._flags else 'a pair of numbers' if key in self._pairs else 'a number'}, "
-                            f"got {value!r}") from None
+            raise TypeError(f"{self._name}: hyperparameter {key!r} must be {kind}, got {value!r}") from None
 
     def _check(self, group):
         raise NotImplementedError
@@ -248,8 +249,8 @@ class SGD(Optimizer):
             grad = grad + weight_decay * data
         if momentum != 0:
             buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = grad.copy()
+            if buf is None:  # an array even for 0-d parameters, whose arithmetic gives NumPy scalars
+                buf = state["momentum_buffer"] = backend.array_namespace(data).array(grad, copy=True)
             else:
                 buf *= momentum
                 buf += (1 - group["dampening"]) * grad

@@ -4,7 +4,7 @@
     model.load_state_dict(tinygrad_seq.load("model.npz"))
 
 A state dict here is flat: {str: array}, as Module.state_dict() returns. The file is written
-exactly at `path` (no ".npz" is appended) and is readable by `numpy.load(path)`. Loading reads
+exactly at `path` (no ".npz" is appended) and is readable by NumPy's `load`. Loading reads
 each member's header with NumPy's literal-only parser and refuses object dtypes before any
 data is read, so a hostile file can raise an error but cannot run code.
 Optimizer state dicts are nested (integer keys, lists of groups) and are not saved by this
@@ -43,7 +43,7 @@ def save(state_dict, path):
 
 
 def load(path):
-    """Read an .npz file written by save() (or numpy.savez) as {name: NumPy array}.
+    """Read an .npz file written by save() (or by NumPy's savez) as {name: NumPy array}.
 
     Raises ValueError("load: <path> is not a valid tinygrad_seq .npz file: <reason>") for
     anything that is not a zip of plain numeric/boolean .npy arrays: pickles, object arrays,

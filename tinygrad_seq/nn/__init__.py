@@ -1,5 +1,5 @@
 """Modules: layers, recurrent cells, the recurrent runner and sequence layers."""
-from . import init
+from . import init, utils
 from .cells import GRUCell, LSTMCell, RNNCell, RNNCellBase
 from .layers import Dropout, Embedding, LayerNorm, Linear, Sequential
 from .module import Module, Parameter
