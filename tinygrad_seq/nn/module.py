@@ -179,8 +179,12 @@ class Module:
         return self.to(dtype=backend.float32)
 
     def zero_grad(self, set_to_none=True):
+        """Clear every parameter's gradient (set it to None, or fill it with zeros in place)."""
         for p in self.parameters():
-            p.grad = None
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad.data.fill(0)
 
     # ---- repr ------------------------------------------------------------------------
     def extra_repr(self):

@@ -20,11 +20,18 @@ def _output_of(state):
     return state[0] if isinstance(state, tuple) else state
 
 
+def _rows(mask, ndim):
+    """A (..., B) boolean mask shaped to broadcast over a tensor of rank `ndim` whose batch axis
+    is mask's last axis: (B,) -> (B, 1, ...), (T, B) -> (T, B, 1, ...)."""
+    return mask.reshape(mask.shape + (1,) * (ndim - mask.ndim))
+
+
 def _select(mask, new, old):
-    """Per batch row: the new state where mask is true, else the old one (tuples item by item)."""
+    """Per batch row (mask: B booleans): the new state where mask is true, else the old one
+    (tuples item by item; states of any rank >= 1 with the batch first)."""
     if isinstance(new, tuple):
         return tuple(_select(mask, n, o) for n, o in zip(new, old))
-    return where(mask, new, old)
+    return where(_rows(mask, new.ndim), new, old)
 
 
 def _steps(cell, x):
@@ -40,22 +47,23 @@ def run_direction(cell, x, state, lengths=None):
     state is the one at its last valid step and its later outputs are zero.
     """
     T, B = x.shape[0], x.shape[1]
+    shortest = min(lengths) if lengths is not None else T
+    valid = None
+    if shortest < T:
+        xp = backend.namespace(x.device)
+        valid = xp.arange(T)[:, None] < xp.asarray(lengths)[None, :]  # (T, B) booleans
+        x = where(_rows(valid, x.ndim), x, 0)  # padding never reaches the cell, even inf or NaN
     inputs, step = _steps(cell, x)
     if state is None:
         state = cell.initial_state(B)
-    valid = None
-    if lengths is not None:
-        xp = backend.namespace(x.device)
-        valid = xp.arange(T)[:, None] < xp.asarray(lengths)[None, :]  # (T, B) booleans
-    shortest = min(lengths) if lengths is not None else T
     outputs = []
     for t, x_t in enumerate(inputs.unbind(0)):
         new = step(x_t, state)
-        state = new if t < shortest else _select(valid[t][:, None], new, state)
+        state = new if t < shortest else _select(valid[t], new, state)
         outputs.append(_output_of(state))
     out = stack(outputs)
     if shortest < T:
-        out = where(valid[:, :, None], out, 0.0)
+        out = where(_rows(valid, out.ndim), out, 0.0)
     return out, state
 
 
