@@ -1,0 +1,282 @@
+"""Character-level LSTM language model on the documentation text shipped with CPython.
+
+Many-to-many: at every position the model predicts the next character. The text is
+`pydoc_data.topics` (the help() pages of the language reference), split into a training
+part (first 90%) and a validation part (the rest). Training uses truncated
+backpropagation through time: the training text is cut into B parallel streams, each
+step takes the next `--bptt` characters of every stream, and the LSTM state is carried
+from one chunk to the next but detached, so gradients stop at the chunk boundary.
+
+The script reports validation bits per character beside two baselines it computes on
+the same split (add-one smoothed unigram and bigram models), saves a loss curve, and
+prints samples at a few temperatures.
+
+    python examples/char_lm.py                  # about a minute of CPU time (1,000 steps)
+    python examples/char_lm.py --quick          # a few seconds, for smoke tests
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+# The engine's matmuls are small: BLAS threads cost more than they save, and on a busy
+# machine they can make each call 100x slower. Set before NumPy loads; override freely.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
+
+try:  # noqa: E402
+    import tinygrad_seq as tg
+except ImportError:  # running from a source checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import tinygrad_seq as tg
+from tinygrad_seq import functional as F
+from tinygrad_seq import nn, optim
+
+try:
+    from tqdm import tqdm
+except ImportError:  # tqdm is optional (the "examples" extra): a plain loop without a bar
+    class tqdm:
+        def __init__(self, iterable, **kwargs):
+            self.iterable = iterable
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def set_postfix(self, *args, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+        write = staticmethod(print)
+
+LN2 = math.log(2.0)
+QUICK = dict(steps=60, hidden=64, embed=16, batch=32, bptt=32, eval_every=20, sample_len=80, lr=1e-2)
+
+
+# ---- data --------------------------------------------------------------------------------
+
+def load_text():
+    """The English documentation text inside every CPython, as one string."""
+    from pydoc_data.topics import topics
+    return "".join(topics.values())
+
+
+def encode(text, val_fraction):
+    """Character vocabulary (over the whole text) and the train/validation index arrays."""
+    chars = sorted(set(text))
+    index = {c: i for i, c in enumerate(chars)}
+    data = np.array([index[c] for c in text], dtype=np.int64)
+    split = int(len(data) * (1 - val_fraction))
+    return chars, data[:split], data[split:]
+
+
+def ngram_baselines(train, val, vocab_size):
+    """Bits per character of add-one smoothed unigram and bigram models fitted on `train`."""
+    uni = np.bincount(train, minlength=vocab_size) + 1.0
+    uni_bpc = -np.log2(uni[val] / uni.sum()).mean()
+    bi = np.ones((vocab_size, vocab_size))
+    np.add.at(bi, (train[:-1], train[1:]), 1.0)
+    bi /= bi.sum(axis=1, keepdims=True)
+    first = -np.log2(uni[val[0]] / uni.sum())  # the first character has no predecessor
+    bi_bpc = (first - np.log2(bi[val[:-1], val[1:]]).sum()) / len(val)
+    return float(uni_bpc), float(bi_bpc)
+
+
+def streams(data, batch):
+    """Inputs and next-character targets as (L, batch) arrays: column b is one contiguous stream."""
+    length = (len(data) - 1) // batch
+    x = data[:batch * length].reshape(batch, length).T
+    y = data[1:batch * length + 1].reshape(batch, length).T
+    return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+
+# ---- model -------------------------------------------------------------------------------
+
+class CharLM(nn.Module):
+    """Embedding -> LSTM -> Linear over the vocabulary."""
+
+    def __init__(self, vocab_size, embed, hidden, layers=1):
+        self.embed = nn.Embedding(vocab_size, embed)
+        self.lstm = nn.LSTM(embed, hidden, num_layers=layers)
+        self.head = nn.Linear(hidden, vocab_size)
+
+    def forward(self, x, state=None):
+        """x: (T, B) integer array -> logits (T*B, V) and the final (h, c)."""
+        out, state = self.lstm(self.embed(tg.Tensor(x)), state)
+        T, B, H = out.shape
+        return self.head(out.reshape(T * B, H)), state
+
+
+def detach(state):
+    return tuple(s.detach() for s in state)
+
+
+@tg.no_grad()
+def evaluate(model, data, batch=32, bptt=256):
+    """Mean bits per character of the model over `data`, read as `batch` streams."""
+    model.eval()
+    x, y = streams(data, batch)
+    state, total = None, 0.0
+    for i in range(0, len(x), bptt):
+        logits, state = model(x[i:i + bptt], state)
+        total += F.cross_entropy(logits, tg.Tensor(y[i:i + bptt].reshape(-1)), reduction="sum").item()
+    model.train()
+    return total / y.size / LN2
+
+
+@tg.no_grad()
+def sample(model, chars, prefix, temperature=1.0, length=200, rng=None):
+    """Continue `prefix` by drawing characters from softmax(logits / temperature)."""
+    rng = np.random.default_rng() if rng is None else rng
+    index = {c: i for i, c in enumerate(chars)}
+    model.eval()
+    logits, state = model(np.array([[index[c]] for c in prefix]))
+    out = []
+    for _ in range(length):
+        z = logits.numpy()[-1].astype(np.float64) / max(temperature, 1e-6)
+        p = np.exp(z - z.max())
+        nxt = int(rng.choice(len(chars), p=p / p.sum()))
+        out.append(chars[nxt])
+        logits, state = model(np.array([[nxt]]), state)
+    model.train()
+    return prefix + "".join(out)
+
+
+# ---- plotting ----------------------------------------------------------------------------
+
+def plot(path, history, unigram, bigram):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: skipping the plot (pip install -e '.[examples]')")
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    steps, train = zip(*history["train"])
+    ax.plot(steps, train, color="tab:blue", alpha=0.35, lw=0.8, label="train (per chunk)")
+    ax.plot(steps, smooth(train), color="tab:blue", label="train (smoothed)")
+    v_steps, val = zip(*history["val"])
+    ax.plot(v_steps, val, "o-", color="tab:red", label="validation")
+    ax.axhline(unigram, color="gray", ls=":", label=f"unigram baseline ({unigram:.2f})")
+    ax.axhline(bigram, color="gray", ls="--", label=f"bigram baseline ({bigram:.2f})")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("bits per character")
+    ax.set_ylim(0, max(unigram + 0.5, min(max(train), 7.0)))
+    ax.set_title("Character-level LSTM on pydoc_data.topics")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def smooth(values, beta=0.9):
+    """Exponential moving average, for a readable training curve."""
+    out, avg = [], None
+    for v in values:
+        avg = v if avg is None else beta * avg + (1 - beta) * v
+        out.append(avg)
+    return out
+
+
+# ---- main --------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--steps", type=int, default=1000, help="training steps (one chunk of every stream each)")
+    p.add_argument("--batch", type=int, default=64, help="parallel streams B")
+    p.add_argument("--bptt", type=int, default=64, help="chunk length: time steps per truncated BPTT window")
+    p.add_argument("--embed", type=int, default=32, help="character embedding size")
+    p.add_argument("--hidden", type=int, default=128, help="LSTM hidden size")
+    p.add_argument("--layers", type=int, default=1, help="stacked LSTM layers")
+    p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (cosine-decayed to 10%%)")
+    p.add_argument("--clip", type=float, default=1.0, help="max gradient norm")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out")
+    p.add_argument("--eval-every", type=int, default=100, help="steps between validation runs")
+    p.add_argument("--sample-len", type=int, default=300, help="characters per printed sample")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="out/char_lm", help="folder for the plot and metrics.json")
+    p.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (smoke test)")
+    known, _ = p.parse_known_args(argv)
+    if known.quick:
+        p.set_defaults(**QUICK)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    tg.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    chars, train, val = encode(load_text(), args.val_fraction)
+    unigram, bigram = ngram_baselines(train, val, len(chars))
+    print(f"text: {len(train):,} training and {len(val):,} validation characters, vocabulary {len(chars)}")
+    print(f"baselines on the validation text: unigram {unigram:.3f} bpc, bigram {bigram:.3f} bpc")
+
+    model = CharLM(len(chars), args.embed, args.hidden, args.layers)
+    params = list(model.parameters())
+    opt = optim.Adam(params, lr=args.lr)
+    print(f"model: {sum(p.size for p in params):,} parameters\n{model}")
+
+    x_all, y_all = streams(train, args.batch)
+    chunks = len(x_all) // args.bptt
+    history = {"train": [], "val": []}
+    state, avg = None, None
+    bar = tqdm(range(1, args.steps + 1), desc="training", unit="step")
+    for step in bar:
+        k = (step - 1) % chunks
+        if k == 0:
+            state = None  # a new pass over the text: start the streams from zero state
+        i = k * args.bptt
+        x, y = x_all[i:i + args.bptt], y_all[i:i + args.bptt]
+        for group in opt.param_groups:  # cosine decay from lr to lr / 10
+            group["lr"] = args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - 1) / args.steps)))
+
+        logits, state = model(x, state)
+        loss = F.cross_entropy(logits, tg.Tensor(y.reshape(-1)))
+        state = detach(state)  # truncated BPTT: keep the values, cut the graph
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, args.clip)
+        opt.step()
+
+        bpc = loss.item() / LN2
+        history["train"].append((step, bpc))
+        avg = bpc if avg is None else 0.95 * avg + 0.05 * bpc
+        if step % args.eval_every == 0 or step == args.steps:
+            history["val"].append((step, evaluate(model, val)))
+            bar.set_postfix(train_bpc=f"{avg:.3f}", val_bpc=f"{history['val'][-1][1]:.3f}")
+        elif step % 10 == 0:
+            bar.set_postfix(train_bpc=f"{avg:.3f}")
+    bar.close()
+    val_bpc = history["val"][-1][1]
+
+    print()
+    for temperature in (0.5, 0.8, 1.0):
+        text = sample(model, chars, "The ", temperature, args.sample_len, rng)
+        print(f"--- sample, temperature {temperature} ---\n{text}\n")
+    path = plot(out_dir / "loss.png", history, unigram, bigram)
+    if path is not None:
+        print(f"loss curve: {path}")
+    elapsed = time.perf_counter() - start
+    print(f"{args.steps} steps of {args.batch}x{args.bptt} characters in {elapsed:.0f} s")
+    verdict = "beats" if val_bpc < bigram else "does NOT beat"
+    print(f"val bpc {val_bpc:.3f} (unigram {unigram:.3f}, bigram {bigram:.3f}): the LSTM {verdict} the bigram")
+    metrics = {"val_bpc": val_bpc, "unigram_bpc": unigram, "bigram_bpc": bigram, "seconds": elapsed,
+               "train_bpc": [b for _, b in history["train"]], "val_curve": history["val"]}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""Sentiment classification with a bidirectional LSTM over padded batches.
+
+Many-to-one: a sentence goes in, one label (negative / positive) comes out. Words are
+embedded (Embedding with padding_idx=0), a bidirectional LSTM reads each padded batch
+with `lengths=` so every sequence stops at its own last word, and the final hidden
+states of both directions, concatenated, go through a Linear layer to two classes.
+
+The data is the UCI "Sentiment Labelled Sentences" set (3,000 review sentences from
+Amazon, IMDB and Yelp). It is split, stratified and with a fixed seed, into 80% for
+training (of which a tenth is a validation set that picks the best epoch) and 20% held
+out for the test. The script reports held-out accuracy beside a bag-of-words logistic
+regression trained with the same framework, and plots the training curves.
+
+    python examples/sentiment.py                      # well under a minute
+    python examples/sentiment.py --data path/to/sentiment-labelled-sentences
+"""
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+# The engine's matmuls are small: BLAS threads cost more than they save, and on a busy
+# machine they can make each call 100x slower. Set before NumPy loads; override freely.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
+
+try:  # noqa: E402
+    import tinygrad_seq as tg
+except ImportError:  # running from a source checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import tinygrad_seq as tg
+from tinygrad_seq import functional as F  # noqa: E402
+from tinygrad_seq import nn, optim  # noqa: E402
+
+try:
+    from tqdm import tqdm
+except ImportError:  # tqdm is optional (the "examples" extra): a plain loop without a bar
+    class tqdm:
+        def __init__(self, iterable, **kwargs):
+            self.iterable = iterable
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def set_postfix(self, *args, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+        write = staticmethod(print)
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sentiment-labelled-sentences"
+FILES = ("amazon_cells_labelled.txt", "imdb_labelled.txt", "yelp_labelled.txt")
+SPLIT_SEED = 20150810  # the train/test split is fixed, whatever --seed says
+PAD, UNK = 0, 1
+QUICK = dict(epochs=3, embed=32, hidden=32, lr=1e-2, bow_epochs=30)
+
+
+# ---- data --------------------------------------------------------------------------------
+
+def load_sentences(folder):
+    """(sentences, labels) from the three files of the data set, or exit saying where to get it."""
+    folder = Path(folder)
+    missing = [name for name in FILES if not (folder / name).is_file()]
+    if missing:
+        sys.exit(f"sentiment.py: cannot find {', '.join(missing)} in {folder}.\n"
+                 "Download the UCI Machine Learning Repository data set \"Sentiment Labelled Sentences\"\n"
+                 "(https://archive.ics.uci.edu/dataset/331/sentiment+labelled+sentences), unpack it and\n"
+                 "pass its folder with --data DIR (it holds amazon_cells_labelled.txt, imdb_labelled.txt\n"
+                 "and yelp_labelled.txt).")
+    sentences, labels = [], []
+    for name in FILES:
+        for line in (folder / name).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                text, label = line.rsplit("\t", 1)
+                sentences.append(text)
+                labels.append(int(label))
+    return sentences, np.array(labels, dtype=np.int64)
+
+
+def tokenize(sentence):
+    """Lower-case words (letters, digits and apostrophes)."""
+    return re.findall(r"[a-z0-9']+", sentence.lower())
+
+
+def stratified_split(labels, fraction, rng):
+    """Indices (rest, held) with `fraction` of every class held out."""
+    rest, held = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n = int(round(len(idx) * fraction))
+        held.extend(idx[:n])
+        rest.extend(idx[n:])
+    return rng.permutation(rest), rng.permutation(held)
+
+
+def build_vocab(token_lists, min_count):
+    """word -> id for words seen at least min_count times (0 is padding, 1 unknown)."""
+    counts = {}
+    for tokens in token_lists:
+        for w in tokens:
+            counts[w] = counts.get(w, 0) + 1
+    words = sorted(w for w, n in counts.items() if n >= min_count)
+    return {w: i + 2 for i, w in enumerate(words)}
+
+
+def encode(tokens, vocab, max_len):
+    ids = [vocab.get(w, UNK) for w in tokens[:max_len]]
+    return ids or [UNK]  # an empty sentence still has one step
+
+
+def batches(seqs, labels, batch_size, rng=None):
+    """Padded (B, T) id arrays, lengths and labels. With rng: shuffled, similar lengths together."""
+    order = np.arange(len(seqs))
+    if rng is not None:  # sort within pools of 20 batches, so padding is small but order random
+        order = rng.permutation(order)
+        pool = 20 * batch_size
+        order = np.concatenate([sorted(order[i:i + pool], key=lambda k: len(seqs[k]))
+                                for i in range(0, len(order), pool)])
+    groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if rng is not None:
+        groups = [groups[k] for k in rng.permutation(len(groups))]
+    for g in groups:
+        lengths = np.array([len(seqs[k]) for k in g])
+        x = np.zeros((len(g), lengths.max()), dtype=np.int64)
+        for row, k in enumerate(g):
+            x[row, :lengths[row]] = seqs[k]
+        yield x, lengths, labels[g]
+
+
+# ---- models ------------------------------------------------------------------------------
+
+class BiLSTMClassifier(nn.Module):
+    """Embedding(padding_idx=0) -> bidirectional LSTM -> [h_forward, h_backward] -> Linear(2)."""
+
+    def __init__(self, vocab_size, embed, hidden, dropout):
+        self.embed = nn.Embedding(vocab_size, embed, padding_idx=PAD)
+        self.lstm = nn.LSTM(embed, hidden, batch_first=True, bidirectional=True)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(2 * hidden, 2)
+
+    def forward(self, x, lengths):
+        """x: (B, T) word ids, lengths: (B,) -> logits (B, 2)."""
+        _, (h_n, _) = self.lstm(self.drop(self.embed(tg.Tensor(x))), lengths=lengths)
+        return self.head(self.drop(tg.cat([h_n[0], h_n[1]], axis=1)))
+
+
+def bag_of_words(seqs, vocab_size):
+    """Binary (N, V) word-presence vectors (padding and unknown columns left at zero)."""
+    out = np.zeros((len(seqs), vocab_size), dtype=np.float32)
+    for row, ids in enumerate(seqs):
+        out[row, ids] = 1.0
+    out[:, :2] = 0.0
+    return out
+
+
+def accuracy(logits, labels):
+    return float((logits.numpy().argmax(axis=1) == labels).mean())
+
+
+def train_bow(train, val, test, vocab_size, args):
+    """Logistic regression (Linear + cross_entropy) on binary bag-of-words vectors, full batch."""
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = [(tg.Tensor(bag_of_words(s, vocab_size)), y)
+                                                for s, y in (train, val, test)]
+    model = nn.Linear(vocab_size, 2)
+    opt = optim.Adam(model.parameters(), lr=args.bow_lr, weight_decay=args.bow_weight_decay)
+    best = (-1.0, None)
+    for _ in tqdm(range(args.bow_epochs), desc="bag of words", unit="epoch", leave=False):
+        loss = F.cross_entropy(model(x_tr), tg.Tensor(y_tr))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with tg.no_grad():
+            val_acc = accuracy(model(x_va), y_va)
+        if val_acc > best[0]:
+            best = (val_acc, model.state_dict())
+    model.load_state_dict(best[1])
+    with tg.no_grad():
+        return accuracy(model(x_te), y_te)
+
+
+# ---- training ----------------------------------------------------------------------------
+
+@tg.no_grad()
+def evaluate(model, seqs, labels, batch_size=256):
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for x, lengths, y in batches(seqs, labels, batch_size):
+        logits = model(x, lengths)
+        total_loss += F.cross_entropy(logits, tg.Tensor(y), reduction="sum").item()
+        correct += int((logits.numpy().argmax(axis=1) == y).sum())
+    model.train()
+    return total_loss / len(seqs), correct / len(seqs)
+
+
+def plot(path, history, bow_acc, test_acc):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: skipping the plot (pip install -e '.[examples]')")
+        return None
+    epochs = np.arange(1, len(history["train_loss"]) + 1)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, history["train_loss"], "o-", label="train")
+    ax1.plot(epochs, history["val_loss"], "o-", label="validation")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("cross-entropy")
+    ax1.set_title("loss")
+    ax2.plot(epochs, history["train_acc"], "o-", label="train")
+    ax2.plot(epochs, history["val_acc"], "o-", label="validation")
+    ax2.axhline(test_acc, color="tab:red", ls="--", label=f"BiLSTM held-out test ({test_acc:.1%})")
+    ax2.axhline(bow_acc, color="gray", ls=":", label=f"bag-of-words test ({bow_acc:.1%})")
+    ax2.axhline(0.5, color="black", lw=0.5)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("accuracy")
+    ax2.set_title("accuracy")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("BiLSTM sentiment classifier, Sentiment Labelled Sentences")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with the three *_labelled.txt files")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--embed", type=int, default=64, help="word embedding size")
+    p.add_argument("--hidden", type=int, default=64, help="LSTM hidden size per direction")
+    p.add_argument("--dropout", type=float, default=0.5, help="dropout on embeddings and on the final states")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="Adam (L2) weight decay")
+    p.add_argument("--clip", type=float, default=5.0, help="max gradient norm")
+    p.add_argument("--min-count", type=int, default=2, help="rarer training words become <unk>")
+    p.add_argument("--max-len", type=int, default=80, help="words kept per sentence")
+    p.add_argument("--bow-epochs", type=int, default=150, help="full-batch steps of the bag-of-words baseline")
+    p.add_argument("--bow-lr", type=float, default=1e-2)
+    p.add_argument("--bow-weight-decay", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="out/sentiment", help="folder for the plot and metrics.json")
+    p.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (smoke test)")
+    known, _ = p.parse_known_args(argv)
+    if known.quick:
+        p.set_defaults(**QUICK)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    tg.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    sentences, labels = load_sentences(args.data)
+    tokens = [tokenize(s) for s in sentences]
+    split_rng = np.random.default_rng(SPLIT_SEED)
+    rest, test_idx = stratified_split(labels, 0.2, split_rng)
+    rest_pos, val_pos = stratified_split(labels[rest], 0.1, split_rng)
+    train_idx, val_idx = rest[rest_pos], rest[val_pos]
+    vocab = build_vocab([tokens[k] for k in train_idx], args.min_count)
+    vocab_size = len(vocab) + 2
+    encoded = [encode(t, vocab, args.max_len) for t in tokens]
+    split = {name: ([encoded[k] for k in idx], labels[idx])
+             for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))}
+    print(f"{len(sentences)} sentences: {len(train_idx)} train, {len(val_idx)} validation, "
+          f"{len(test_idx)} test; vocabulary {vocab_size} (from the training split)")
+
+    bow_acc = train_bow(split["train"], split["val"], split["test"], vocab_size, args)
+    print(f"bag-of-words logistic regression: held-out test accuracy {bow_acc:.1%}")
+
+    model = BiLSTMClassifier(vocab_size, args.embed, args.hidden, args.dropout)
+    params = list(model.parameters())
+    opt = optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
+    print(f"model: {sum(p.size for p in params):,} parameters\n{model}")
+    history = {"train_loss": [], "train_acc": [], "val_loss": [], "val_acc": []}
+    best = (-1.0, 0, None)
+    n_batches = -(-len(split["train"][0]) // args.batch)
+    for epoch in range(1, args.epochs + 1):
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(batches(*split["train"], args.batch, rng), total=n_batches,
+                   desc=f"epoch {epoch}/{args.epochs}", unit="batch", leave=False)
+        for x, lengths, y in bar:
+            logits = model(x, lengths)
+            loss = F.cross_entropy(logits, tg.Tensor(y))
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, args.clip)
+            opt.step()
+            total_loss += loss.item() * len(y)
+            correct += int((logits.numpy().argmax(axis=1) == y).sum())
+            seen += len(y)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.1%}")
+        bar.close()
+        val_loss, val_acc = evaluate(model, *split["val"])
+        for key, value in (("train_loss", total_loss / seen), ("train_acc", correct / seen),
+                           ("val_loss", val_loss), ("val_acc", val_acc)):
+            history[key].append(value)
+        if val_acc > best[0]:
+            best = (val_acc, epoch, model.state_dict())
+        tqdm.write(f"epoch {epoch:2d}: train loss {total_loss / seen:.3f} acc {correct / seen:.1%} | "
+                   f"validation loss {val_loss:.3f} acc {val_acc:.1%}")
+
+    model.load_state_dict(best[2])  # the epoch with the best validation accuracy
+    _, test_acc = evaluate(model, *split["test"])
+    path = plot(out_dir / "curves.png", history, bow_acc, test_acc)
+    if path is not None:
+        print(f"training curves: {path}")
+    elapsed = time.perf_counter() - start
+    print(f"finished in {elapsed:.0f} s; best validation accuracy {best[0]:.1%} at epoch {best[1]}")
+    print(f"held-out test accuracy: BiLSTM {test_acc:.1%}, bag-of-words logistic regression {bow_acc:.1%} "
+          f"({len(test_idx)} sentences, chance 50%)")
+    metrics = {"test_acc": test_acc, "bow_acc": bow_acc, "best_epoch": best[1], "seconds": elapsed, **history}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Smoke tests of the flagship examples: each runs as a script with tiny settings and learns.
+
+Every example is run the way a user runs it, `python examples/NAME.py --quick --out DIR`,
+in a subprocess (so BLAS threading and matplotlib's backend are the script's own), and
+the metrics it writes to DIR/metrics.json are checked: the loss falls and the held-out
+metric beats chance. A second run hides tqdm and matplotlib to check that the examples
+degrade to plain loops and skip their plots when the "examples" extra is not installed.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+SENTIMENT_DATA = ROOT.parent / "shared" / "data" / "sentiment-labelled-sentences"
+TIMEOUT = 120  # seconds per run: generous, a quick run takes a few seconds on an idle machine
+
+
+def run_example(name, *args, hide=(), tmp_path=None):
+    """Run examples/NAME.py with `args`; `hide` lists packages made unimportable."""
+    env = dict(os.environ)
+    paths = [str(ROOT)]
+    if hide:
+        blocker = tmp_path / "hidden_packages"
+        for package in hide:
+            (blocker / package).mkdir(parents=True, exist_ok=True)
+            (blocker / package / "__init__.py").write_text(f"raise ImportError('{package} hidden by the test')\n")
+        paths.insert(0, str(blocker))
+    env["PYTHONPATH"] = os.pathsep.join(paths + [env["PYTHONPATH"]] if env.get("PYTHONPATH") else paths)
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    return subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), *args], env=env, cwd=tmp_path or ROOT,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def run_quick(name, tmp_path, *extra, hide=()):
+    out = tmp_path / "out"
+    proc = run_example(name, "--quick", "--out", str(out), *extra, hide=hide, tmp_path=tmp_path)
+    assert proc.returncode == 0, f"{name}.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads((out / "metrics.json").read_text()), proc, out
+
+
+def sentiment_data(tmp_path):
+    """The real data set when it is beside the repository, else a small synthetic stand-in."""
+    if all((SENTIMENT_DATA / f).is_file() for f in ("amazon_cells_labelled.txt", "imdb_labelled.txt",
+                                                     "yelp_labelled.txt")):
+        return SENTIMENT_DATA
+    import random
+    rng = random.Random(0)
+    good = "great good excellent love wonderful fine nice best".split()
+    bad = "bad awful terrible hate poor worst boring broken".split()
+    filler = "the it this was a movie phone food service and very really so".split()
+    folder = tmp_path / "synthetic-sentiment"
+    folder.mkdir()
+    for name in ("amazon_cells_labelled.txt", "imdb_labelled.txt", "yelp_labelled.txt"):
+        lines = []
+        for k in range(300):
+            label = k % 2
+            words = rng.sample(filler, 5) + [rng.choice(good if label else bad)]
+            rng.shuffle(words)
+            lines.append(f"{' '.join(words)}.\t{label}")
+        (folder / name).write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("name", ["char_lm", "sentiment", "seq2seq"])
+def test_help(name):
+    proc = run_example(name, "--help")
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--seed", "--out", "--quick"):
+        assert flag in proc.stdout
+
+
+def test_char_lm_learns(tmp_path):
+    m, proc, out = run_quick("char_lm", tmp_path)
+    first, last = m["train_bpc"][:5], m["train_bpc"][-10:]
+    assert sum(last) / len(last) < sum(first) / len(first) - 1.0, m["train_bpc"]
+    assert m["val_bpc"] < m["unigram_bpc"] - 0.5  # learned more than character frequencies
+    assert m["bigram_bpc"] < m["unigram_bpc"]
+    assert "val bpc" in proc.stdout and "sample, temperature" in proc.stdout
+    assert (out / "loss.png").stat().st_size > 0
+
+
+def test_sentiment_learns(tmp_path):
+    m, proc, out = run_quick("sentiment", tmp_path, "--data", str(sentiment_data(tmp_path)))
+    assert m["train_loss"][-1] < m["train_loss"][0]
+    assert m["test_acc"] > 0.6, m  # chance is 50% (balanced classes)
+    assert m["bow_acc"] > 0.6, m
+    assert "held-out test accuracy" in proc.stdout
+    assert (out / "curves.png").stat().st_size > 0
+
+
+def test_sentiment_missing_data_explains_where_to_get_it(tmp_path):
+    proc = run_example("sentiment", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"),
+                       tmp_path=tmp_path)
+    assert proc.returncode != 0
+    assert "Sentiment Labelled Sentences" in proc.stderr and "--data" in proc.stderr
+
+
+def test_seq2seq_learns(tmp_path):
+    m, proc, out = run_quick("seq2seq", tmp_path)
+    first, last = m["loss"][:5], m["loss"][-10:]
+    assert sum(last) / len(last) < 0.6 * sum(first) / len(first), m["loss"]
+    assert m["char_acc"] > 0.5, m  # chance is about 1 in 11 per character
+    assert "held-out exact-match accuracy" in proc.stdout
+    assert (out / "training.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", ["char_lm", "sentiment", "seq2seq"])
+def test_runs_without_tqdm_and_matplotlib(name, tmp_path):
+    extra = {"char_lm": ["--steps", "3", "--eval-every", "3", "--sample-len", "5"],
+             "sentiment": ["--epochs", "1", "--bow-epochs", "2", "--data", str(sentiment_data(tmp_path))],
+             "seq2seq": ["--steps", "3", "--eval-every", "3", "--test-size", "20"]}[name]
+    _, proc, out = run_quick(name, tmp_path, *extra, hide=("tqdm", "matplotlib"))
+    assert "matplotlib is not installed: skipping the plot" in proc.stdout
+    assert not list(out.glob("*.png"))
