@@ -158,13 +158,14 @@ class Function:
             ctx.input_shapes = [tuple(a.shape) for a in arrays if backend.is_array(a)]
             _check_finite(cls.__name__, ctx.site, out if type(out) is tuple else (out,), ctx.input_shapes, "forward")
         if type(out) is not tuple:
-            if type(out) is not array_type:  # NumPy returns scalars for 0-d results
+            if type(out) is not array_type and not backend.is_array(out):  # NumPy scalars from 0-d results
                 out = backend.as_array(out, _device(args))
             if not record:
                 return Tensor._make(out, None, 0)
             ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs = array_type, None, False, 1
             return Tensor._make(out, ctx, 0)
-        outs = [o if type(o) is array_type else backend.as_array(o, _device(args)) for o in out]
+        outs = [o if type(o) is array_type or backend.is_array(o) else backend.as_array(o, _device(args))
+                for o in out]
         if not record:
             return tuple(Tensor._make(o, None, 0) for o in outs)
         ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs = array_type, None, False, len(outs)
@@ -240,6 +241,12 @@ def _run_hooks(hooks, grad):
     return grad
 
 
+def _plus(a, b):
+    """a + b as a new array (NumPy turns the sum of two 0-d arrays into a scalar: keep an array)."""
+    out = a + b
+    return out if type(out) is type(a) else backend.as_array(out, backend.device_of(a))
+
+
 def backward(root, grad, retain_graph=False):
     """Backpropagate `grad` (an array shaped like root) through the tape into leaf .grad."""
     leaf_grads = {}  # id(leaf) -> [leaf, summed gradient, whether we own that buffer]
@@ -251,7 +258,7 @@ def backward(root, grad, retain_graph=False):
         elif entry[2]:
             entry[1] += g
         else:
-            entry[1], entry[2] = entry[1] + g, True
+            entry[1], entry[2] = _plus(entry[1], g), True
 
     if root._node is None:
         to_leaf(root, grad)
@@ -341,7 +348,7 @@ def _walk(start, index, grad, retain_graph, to_leaf):
                 elif (target, slot) in owned:
                     current += g
                 else:
-                    slots[slot] = current + g
+                    slots[slot] = _plus(current, g)
                     owned.add((target, slot))
             elif slot < 0:
                 continue
@@ -359,5 +366,9 @@ def _node_hooks(node, grads):
         if grads[index] is not None:
             grads[index] = _run_hooks(hooks, grads[index])
             tensor = retained() if retained is not None else None
-            if tensor is not None:
+            if tensor is None:
+                continue
+            if tensor.grad is None:
                 tensor.grad = Tensor._make(grads[index].copy(), None, 0)
+            else:  # accumulate over backward calls, as leaves do (and PyTorch's retain_grad)
+                tensor.grad.data += grads[index]

@@ -4,28 +4,61 @@ from .autograd import is_grad_enabled
 from .tensor import Tensor, _axes, _axis, where
 
 
+def _exp_nonpositive(z):
+    """exp(z) for z <= 0, exactly 0 where exp(z) is negligible next to 1 in z's dtype.
+
+    exp is only evaluated above that floor, which keeps it, and products with its gradient,
+    clear of floating-point underflow (stable functions are tested at +-1e4 under
+    np.errstate(all="raise")); the values set to 0 are far below the dtype's resolution of 1
+    (exp(-40) ~ 4e-18 in float32, exp(-200) in float64). NaN stays NaN; -inf gives 0.
+    """
+    floor = _EXP_FLOOR.get(z.dtype.itemsize, -200.0)
+    return where(~(z.data <= floor), z.clip(min=floor).exp(), 0.0)
+
+
+_EXP_FLOOR = {2: -8.0, 4: -40.0}  # by itemsize: float16, float32; float64 and wider use -200
+
+
 def logsumexp(x, axis=None, keepdims=False):
     """log(sum(exp(x))) over `axis`, shifted by the (detached) max so it never overflows."""
     axes = _axes("logsumexp", axis, x.ndim)
-    shift = x.detach().max(axes, keepdims=True)
-    finite = backend.array_namespace(shift.data).isfinite(shift.data)
-    shift = Tensor._make(backend.array_namespace(shift.data).where(finite, shift.data, 0), None, 0)
-    out = (x - shift).exp().sum(axes, keepdims=True).log() + shift
+    if not backend.is_floating(x.dtype):  # integers and bools: in float64, as NumPy's exp would
+        x = x.double()
+    if x.size == 0:  # nothing to shift by; a sum over no elements is log(0) = -inf, as in PyTorch and SciPy
+        with backend.ignore_float_errors():
+            out = x.exp().sum(axes, keepdims=keepdims).log()
+        return out
+    shift = _max_shift(x, axes)
+    out = _exp_nonpositive(x - shift).sum(axes, keepdims=True).log() + shift
     if keepdims:
         return out
     return out.reshape(()) if axes is None else out.squeeze(axes)
 
 
+def _max_shift(x, axes):
+    """The max over `axes` (kept), detached, with infinities replaced by 0: what exp's argument is shifted by."""
+    shift = x.detach().max(axes, keepdims=True)
+    finite = backend.array_namespace(shift.data).isfinite(shift.data)
+    return Tensor._make(backend.array_namespace(shift.data).where(finite, shift.data, 0), None, 0)
+
+
 def log_softmax(x, axis=-1):
-    """x - logsumexp(x): stable for inputs of any magnitude."""
+    """(x - max) - log(sum(exp(x - max))): stable for inputs of any magnitude.
+
+    Subtracting log(sum) from the shifted values, not logsumexp from x, avoids cancellation:
+    at |x| ~ 1e4 in float32, x - logsumexp(x) loses three digits.
+    """
     a = _axis("log_softmax", axis, x.ndim)
-    return x - logsumexp(x, a, keepdims=True)
+    if x.size == 0 or not backend.is_floating(x.dtype):
+        return x - logsumexp(x, a, keepdims=True)
+    z = x - _max_shift(x, (a,))
+    return z - _exp_nonpositive(z).sum(a, keepdims=True).log()
 
 
 def softmax(x, axis=-1):
     """exp(x - max) / sum(exp(x - max)) along `axis`."""
     a = _axis("softmax", axis, x.ndim)
-    e = (x - x.detach().max(a, keepdims=True)).exp()
+    e = _exp_nonpositive(x - x.detach().max(a, keepdims=True))
     return e / e.sum(a, keepdims=True)
 
 
@@ -86,6 +119,7 @@ def cross_entropy(logits, target, ignore_index=-100, reduction="mean"):
 
 
 def mse_loss(input, target, reduction="mean"):
+    """Mean squared error (input - target)^2, reduced by 'mean', 'sum' or 'none'."""
     target = target if isinstance(target, Tensor) else Tensor(target, dtype=input.dtype, device=input.device)
     if input.shape != target.shape:
         raise ValueError(f"mse_loss: input shape {input.shape} and target shape {target.shape} differ")
@@ -99,7 +133,8 @@ def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
     if logits.shape != target.shape:
         raise ValueError(f"binary_cross_entropy_with_logits: logits shape {logits.shape} and target "
                          f"shape {target.shape} differ")
-    loss = logits.relu() - logits * target + ((-logits.abs()).exp() + 1).log()
+    positive = logits.relu()  # -|x| = x - 2 relu(x): the kinks cancel, so the gradient is right at x = 0 too
+    loss = positive - logits * target + (_exp_nonpositive(logits - positive * 2.0) + 1).log()
     return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
 
 

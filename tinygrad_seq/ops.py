@@ -4,7 +4,12 @@ Gradients of broadcast operands are returned at the broadcast shape; the engine 
 back to each input's shape (autograd._reduce_to). Everything else is a composite of these.
 """
 from .autograd import Function
-from .backend import array_namespace, device_of, scatter_add, to_device
+from .backend import array_namespace, device_of, is_array, scatter_add, to_device
+
+
+def _namespace(*values):
+    """The namespace of the first array among `values` (the others may be Python scalars)."""
+    return array_namespace(next(v for v in values if is_array(v)))
 
 
 # ---- elementwise, binary -------------------------------------------------------------
@@ -56,7 +61,10 @@ class Pow(Function):
         need_a, need_b = ctx.needs_input_grad
         a, b = ctx.a, ctx.b
         ga = g * b * a ** (b - 1) if need_a else None
-        gb = g * ctx.out * array_namespace(a).log(a) if need_b else None
+        if need_b:  # a may be a Python scalar base (2 ** x): take its log in g's dtype
+            gb = g * ctx.out * array_namespace(g).log(a if is_array(a) else g.dtype.type(a))
+        else:
+            gb = None
         return ga, gb
 
 
@@ -64,7 +72,7 @@ class Maximum(Function):
     """Elementwise max; at ties the gradient is split evenly, like PyTorch."""
     def forward(ctx, a, b):
         ctx.a, ctx.b = a, b
-        return array_namespace(a).maximum(a, b)
+        return _namespace(a, b).maximum(a, b)
 
     def backward(ctx, g):
         a, b = ctx.a, ctx.b
@@ -77,7 +85,7 @@ class Minimum(Function):
     """Elementwise min; at ties the gradient is split evenly, like PyTorch."""
     def forward(ctx, a, b):
         ctx.a, ctx.b = a, b
-        return array_namespace(a).minimum(a, b)
+        return _namespace(a, b).minimum(a, b)
 
     def backward(ctx, g):
         a, b = ctx.a, ctx.b
@@ -89,7 +97,7 @@ class Where(Function):
     """where(condition, a, b); the condition is a constant boolean array."""
     def forward(ctx, condition, a, b):
         ctx.condition = condition
-        return array_namespace(a).where(condition, a, b)
+        return _namespace(condition, a, b).where(condition, a, b)
 
     def backward(ctx, g):
         xp, c = array_namespace(g), ctx.condition
@@ -210,14 +218,17 @@ class Matmul(Function):
         need_a, need_b = ctx.needs_input_grad
         a2 = a[None, :] if a.ndim == 1 else a  # 1-D operands act as a row / a column
         b2 = b[:, None] if b.ndim == 1 else b
-        g2 = g[..., None, :] if a.ndim == 1 else g
-        g2 = g2[..., None] if b.ndim == 1 else g2
+        if a.ndim == 1 and b.ndim == 1:  # a dot product: g is 0-d
+            g2 = g.reshape(1, 1)
+        else:
+            g2 = g[..., None, :] if a.ndim == 1 else g[..., None] if b.ndim == 1 else g
         ga = gb = None
         if need_a:
             ga = g2 @ b2.swapaxes(-1, -2)
             ga = ga[..., 0, :] if a.ndim == 1 else ga
         if need_b:
-            if b2.ndim == 2 and a2.ndim > 2:  # a stack times one matrix: one big matmul
+            if b2.ndim == 2 and a2.ndim > 2 and a2.size and g2.size:  # a stack times one matrix: one big matmul
+                # (not when empty: reshape(-1, 0) cannot infer the -1)
                 gb = a2.reshape(-1, a2.shape[-1]).T @ g2.reshape(-1, g2.shape[-1])
             else:
                 gb = a2.swapaxes(-1, -2) @ g2

@@ -1,30 +1,45 @@
 """Tensor: an array on a device, its gradient, and the node of the tape that made it."""
+import operator
+
 from . import autograd, backend, ops
 
-_ints = (int,)
+
+def _int(op, value, what="axis"):
+    """A Python int from an int-like (Python or NumPy integer, not bool), else a TypeError naming the op."""
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{op}: {what} must be an int, got {value!r} of type {type(value).__name__}")
 
 
-def _shape_arg(shape):
-    """Accept f(2, 3) and f((2, 3)) alike."""
+def _shape_arg(shape, op="shape"):
+    """Accept f(2, 3) and f((2, 3)) alike; every size must be an int (NumPy refuses 2.5)."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
-    return tuple(int(n) for n in shape)
+    return tuple(_int(op, n, "sizes") for n in shape)
 
 
-def _axes(op, axis, ndim, dim=None):
-    """Normalise an axis argument (int, tuple or None; PyTorch's `dim` too) to a sorted tuple."""
+def _axes(op, axis, ndim, dim=None, scalar_axis=True):
+    """Normalise an axis argument (int, tuple or None; PyTorch's `dim` too) to a sorted tuple.
+
+    Like NumPy's reductions and squeeze (and PyTorch), a 0-d tensor accepts a single axis 0 or -1,
+    which then names no axis (scalar_axis=False turns that off, for flip).
+    """
     if dim is not None:
         axis = dim
     if axis is None:
         return None
-    axes = (axis,) if isinstance(axis, _ints) else tuple(axis)
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+    if ndim == 0 and scalar_axis and not isinstance(axis, (tuple, list)) and _int(op, axis) in (0, -1):
+        return ()
     out = []
     for a in axes:
-        if not isinstance(a, _ints) or isinstance(a, bool):
-            raise TypeError(f"{op}: axis must be an int or a tuple of ints, got {axis!r}")
-        if not -ndim <= a < max(ndim, 1):
+        a = _int(op, a)
+        if not -ndim <= a < ndim:
             raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
-        out.append(a % max(ndim, 1))
+        out.append(a % ndim)
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: repeated axis in {axis!r}")
     return tuple(sorted(out))
@@ -32,8 +47,7 @@ def _axes(op, axis, ndim, dim=None):
 
 def _axis(op, axis, ndim, extra=0):
     """One axis in [0, ndim + extra) (extra=1 for unsqueeze and stack)."""
-    if not isinstance(axis, _ints) or isinstance(axis, bool):
-        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
+    axis = _int(op, axis)
     n = ndim + extra
     if not -n <= axis < n:
         raise ValueError(f"{op}: axis {axis} is out of range for a tensor with {ndim} dimensions")
@@ -72,6 +86,7 @@ class Tensor:
     # ---- attributes ------------------------------------------------------------------
     @property
     def requires_grad(self):
+        """Whether backward() computes a gradient for this tensor (only floating-point tensors can)."""
         return self._requires_grad
 
     @requires_grad.setter
@@ -122,6 +137,7 @@ class Tensor:
         return self.numpy().item()
 
     def tolist(self):
+        """The data as (nested) Python lists of numbers."""
         return self.numpy().tolist()
 
     def __float__(self):
@@ -189,41 +205,46 @@ class Tensor:
         return out
 
     def cpu(self):
+        """This tensor on the CPU (differentiable; self if already there)."""
         return self.to("cpu")
 
     def cuda(self, index=0):
+        """This tensor on GPU `index` (needs CuPy: pip install "tinygrad_seq[cuda]")."""
         return self.to(f"cuda:{index}")
 
     def astype(self, dtype):
+        """This tensor converted to `dtype` (differentiable for float dtypes)."""
         return self.to(dtype=dtype)
 
     def float(self):
+        """This tensor as float32."""
         return self.to(dtype=backend.float32)
 
     def double(self):
+        """This tensor as float64."""
         return self.to(dtype=backend.float64)
 
     def long(self):
         return self.to(dtype=backend.int64)
 
     # ---- arithmetic ------------------------------------------------------------------
-    def __add__(self, other): return ops.Add.apply(self, _operand(other, self))
-    def __radd__(self, other): return ops.Add.apply(_operand(other, self), self)
-    def __sub__(self, other): return ops.Sub.apply(self, _operand(other, self))
-    def __rsub__(self, other): return ops.Sub.apply(_operand(other, self), self)
-    def __mul__(self, other): return ops.Mul.apply(self, _operand(other, self))
-    def __rmul__(self, other): return ops.Mul.apply(_operand(other, self), self)
-    def __truediv__(self, other): return ops.Div.apply(self, _operand(other, self))
-    def __rtruediv__(self, other): return ops.Div.apply(_operand(other, self), self)
-    def __pow__(self, other): return ops.Pow.apply(self, _operand(other, self))
-    def __rpow__(self, other): return ops.Pow.apply(_operand(other, self), self)
-    def __matmul__(self, other): return ops.Matmul.apply(self, _operand(other, self, scalars=False))
-    def __rmatmul__(self, other): return ops.Matmul.apply(_operand(other, self, scalars=False), self)
+    def __add__(self, other): return ops.Add.apply(self, _operand(other, self, "add"))
+    def __radd__(self, other): return ops.Add.apply(_operand(other, self, "add"), self)
+    def __sub__(self, other): return ops.Sub.apply(self, _operand(other, self, "sub"))
+    def __rsub__(self, other): return ops.Sub.apply(_operand(other, self, "sub"), self)
+    def __mul__(self, other): return ops.Mul.apply(self, _operand(other, self, "mul"))
+    def __rmul__(self, other): return ops.Mul.apply(_operand(other, self, "mul"), self)
+    def __truediv__(self, other): return ops.Div.apply(self, _operand(other, self, "div"))
+    def __rtruediv__(self, other): return ops.Div.apply(_operand(other, self, "div"), self)
+    def __pow__(self, other): return ops.Pow.apply(self, _operand(other, self, "pow"))
+    def __rpow__(self, other): return ops.Pow.apply(_operand(other, self, "pow"), self)
+    def __matmul__(self, other): return ops.Matmul.apply(self, _operand(other, self, "matmul", scalars=False))
+    def __rmatmul__(self, other): return ops.Matmul.apply(_operand(other, self, "matmul", scalars=False), self)
     def __neg__(self): return ops.Neg.apply(self)
     def __pos__(self): return self
 
     def _compare(self, other, name):
-        other = _operand(other, self)
+        other = _operand(other, self, name.strip("_"))
         if isinstance(other, Tensor):
             _same_device(name, self, other)
             other = other.data
@@ -241,17 +262,36 @@ class Tensor:
     __hash__ = object.__hash__
 
     # ---- elementwise -----------------------------------------------------------------
-    def exp(self): return ops.Exp.apply(self)
-    def log(self): return ops.Log.apply(self)
-    def tanh(self): return ops.Tanh.apply(self)
-    def sigmoid(self): return ops.Sigmoid.apply(self)
-    def relu(self): return ops.Relu.apply(self)
-    def sqrt(self): return ops.Pow.apply(self, 0.5)
+    def exp(self):
+        """Elementwise e**x."""
+        return ops.Exp.apply(self)
+
+    def log(self):
+        """Elementwise natural logarithm."""
+        return ops.Log.apply(self)
+
+    def tanh(self):
+        """Elementwise hyperbolic tangent."""
+        return ops.Tanh.apply(self)
+
+    def sigmoid(self):
+        """Elementwise 1 / (1 + exp(-x)), computed without overflow."""
+        return ops.Sigmoid.apply(self)
+
+    def relu(self):
+        """Elementwise max(x, 0) (gradient 0 at x = 0)."""
+        return ops.Relu.apply(self)
+
+    def sqrt(self):
+        """Elementwise square root."""
+        return ops.Pow.apply(self, 0.5)
 
     def abs(self):
+        """Elementwise |x| (gradient sign(x), +1 at 0)."""
         return ops.Where.apply(self.data >= 0, self, ops.Neg.apply(self))
 
     def clip(self, min=None, max=None):
+        """Elementwise clamp to [min, max] (either may be None); also called clamp."""
         out = self if min is None else ops.Maximum.apply(self, min)
         return out if max is None else ops.Minimum.apply(out, max)
 
@@ -259,38 +299,51 @@ class Tensor:
 
     # ---- reductions ------------------------------------------------------------------
     def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Sum over `axis` (int, tuple or None for all); `dim`/`keepdim` are PyTorch's names."""
         axes = _axes("sum", axis, self.ndim, dim)
         return ops.Sum.apply(self, axis=axes, keepdims=bool(keepdims or keepdim))
 
     def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Mean over `axis` (int, tuple or None for all); `dim`/`keepdim` are PyTorch's names."""
         axes = _axes("mean", axis, self.ndim, dim)
         count = self.size if axes is None else _prod(self.shape[a] for a in axes)
-        return ops.Sum.apply(self, axis=axes, keepdims=bool(keepdims or keepdim)) * (1.0 / max(count, 1))
+        scale = 1.0 / count if count else float("nan")  # the mean of no elements is NaN, as in NumPy
+        return ops.Sum.apply(self, axis=axes, keepdims=bool(keepdims or keepdim)) * scale
 
     def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Maximum over `axis` (values only, like amax; tied maxima share the gradient)."""
         axes = _axes("max", axis, self.ndim, dim)
-        if self.size == 0:
-            raise ValueError(f"max: cannot reduce an empty tensor of shape {self.shape}")
+        _check_nonempty("max", self, axes)
         return ops.Max.apply(self, axis=axes, keepdims=bool(keepdims or keepdim))
 
     def min(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        return -((-self).max(axis, keepdims, dim=dim, keepdim=keepdim))
+        """Minimum over `axis` (values only, like amin; tied minima share the gradient)."""
+        axes, keepdims = _axes("min", axis, self.ndim, dim), bool(keepdims or keepdim)
+        _check_nonempty("min", self, axes)
+        if backend.is_floating(self.dtype):
+            return -((-self).max(axes, keepdims))
+        out = self.data.min(axis=axes, keepdims=keepdims)  # bool/int: no gradient; -x fails (bool) or wraps (int)
+        return Tensor._make(backend.as_array(out, self.device), None, 0)
 
     def logsumexp(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """log(sum(exp(x))) over `axis`, computed stably (see functional.logsumexp)."""
         from .functional import logsumexp
         return logsumexp(self, axis if dim is None else dim, bool(keepdims or keepdim))
 
     def softmax(self, axis=-1, *, dim=None):
+        """Softmax along one axis (see functional.softmax)."""
         from .functional import softmax
         return softmax(self, axis if dim is None else dim)
 
     def log_softmax(self, axis=-1, *, dim=None):
+        """Log-softmax along one axis, stable for large inputs (see functional.log_softmax)."""
         from .functional import log_softmax
         return log_softmax(self, axis if dim is None else dim)
 
     # ---- shape -----------------------------------------------------------------------
     def reshape(self, *shape):
-        shape = _shape_arg(shape)
+        """The same elements in a new shape (one size may be -1); also called view."""
+        shape = _shape_arg(shape, "reshape")
         if shape == self.shape:
             return self
         known = _prod(n for n in shape if n != -1)
@@ -308,8 +361,10 @@ class Tensor:
         return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:]) if s <= e else self
 
     def permute(self, *axes):
-        axes = _shape_arg(axes)
-        if sorted(a % max(self.ndim, 1) for a in axes) != list(range(self.ndim)) or len(axes) != self.ndim:
+        """Reorder the axes: permute(2, 0, 1) or permute((2, 0, 1))."""
+        axes = _shape_arg(axes, "permute")
+        if sorted(a % max(self.ndim, 1) for a in axes) != list(range(self.ndim)) or len(axes) != self.ndim \
+                or any(not -self.ndim <= a < self.ndim for a in axes):
             raise ValueError(f"permute: {axes} is not a permutation of the {self.ndim} axes of shape {self.shape}")
         return ops.Transpose.apply(self, axes=tuple(a % self.ndim for a in axes))
 
@@ -333,7 +388,8 @@ class Tensor:
         return ops.Contiguous.apply(self)
 
     def expand(self, *shape):
-        shape = _shape_arg(shape)
+        """Broadcast size-1 axes (and new leading axes) to `shape`; -1 keeps a size."""
+        shape = _shape_arg(shape, "expand")
         lead = len(shape) - self.ndim
         if lead < 0:
             raise ValueError(f"expand: cannot expand shape {self.shape} to fewer dimensions {shape}")
@@ -343,16 +399,19 @@ class Tensor:
         return ops.Expand.apply(self, shape=target)
 
     def flip(self, axis=None, *, dims=None):
-        axes = _axes("flip", axis if dims is None else dims, self.ndim)
+        """Reverse the order of elements along `axis` (all axes when None)."""
+        axes = _axes("flip", axis if dims is None else dims, self.ndim, scalar_axis=False)
         return ops.Flip.apply(self, axis=axes)
 
     def squeeze(self, axis=None, *, dim=None):
+        """Drop size-1 axes (all of them, or those in `axis`; other sizes are left alone)."""
         axes = _axes("squeeze", axis, self.ndim, dim)
         if axes is None:
             axes = tuple(k for k, n in enumerate(self.shape) if n == 1)
         return self.reshape(tuple(n for k, n in enumerate(self.shape) if not (k in axes and n == 1)))
 
     def unsqueeze(self, axis=None, *, dim=None):
+        """Insert a size-1 axis at position `axis`."""
         a = _axis("unsqueeze", axis if dim is None else dim, self.ndim, extra=1)
         return self.reshape(self.shape[:a] + (1,) + self.shape[a:])
 
@@ -360,12 +419,13 @@ class Tensor:
         """Split along `axis` into pieces of a given size (int) or of the given sizes (list)."""
         a = _axis("split", axis if dim is None else dim, self.ndim)
         n = self.shape[a]
-        if isinstance(size_or_sections, _ints):
+        if not isinstance(size_or_sections, (tuple, list)):
+            size_or_sections = _int("split", size_or_sections, "split_size")
             if size_or_sections <= 0:
                 raise ValueError(f"split: size must be positive, got {size_or_sections}")
             sizes = [min(size_or_sections, n - s) for s in range(0, n, size_or_sections)] or [0]
         else:
-            sizes = [int(s) for s in size_or_sections]
+            sizes = [_int("split", s, "sections") for s in size_or_sections]
             if sum(sizes) != n or min(sizes, default=0) < 0:
                 raise ValueError(f"split: sections {sizes} do not add up to {n}, the size of axis {a} of shape {self.shape}")
         return ops.Split.apply(self, sizes=tuple(sizes), axis=a)
@@ -373,7 +433,7 @@ class Tensor:
     def chunk(self, chunks, axis=0, *, dim=None):
         """Split into `chunks` pieces of equal size (the last may be smaller), like PyTorch."""
         a = _axis("chunk", axis if dim is None else dim, self.ndim)
-        if not isinstance(chunks, _ints) or chunks <= 0:
+        if _int("chunk", chunks, "chunks") <= 0:
             raise ValueError(f"chunk: chunks must be a positive int, got {chunks!r}")
         return self.split(max(-(-self.shape[a] // chunks), 1), a)
 
@@ -399,22 +459,31 @@ def _prod(values):
     return out
 
 
+def _check_nonempty(op, tensor, axes):
+    """max/min have no identity: reducing over an axis of length 0 is an error (as in NumPy)."""
+    if any(tensor.shape[a] == 0 for a in (range(tensor.ndim) if axes is None else axes)) or \
+            (axes is None and tensor.size == 0):
+        raise ValueError(f"{op}: cannot reduce over an axis of length 0 (shape {tensor.shape}, axis {axes})")
+
+
 def _same_device(op, a, b):
     if a.device != b.device:
         raise ValueError(f"{op}: tensors are on different devices ({a.device} and {b.device}); "
                          "move them with .to(device) first")
 
 
-def _operand(value, like, scalars=True):
+def _operand(value, like, op="", scalars=True):
     """Python scalars pass through (NumPy keeps the tensor's dtype); arrays become constants."""
     if isinstance(value, Tensor):
         return value
     if isinstance(value, (bool, int, float)) and scalars:
         return value
+    if not backend.is_array(value) and getattr(value, "ndim", None) == 0 and hasattr(value, "dtype"):
+        value = backend.new_array(value, value.dtype, like.device)  # a NumPy scalar: keeps its dtype, as in NumPy
     if backend.is_array(value) or isinstance(value, (list, tuple, bool, int, float)):
         return Tensor._make(backend.new_array(value, None, backend.device_of(value) if backend.is_array(value)
                                               else like.device), None, 0)
-    raise TypeError(f"unsupported operand of type {type(value).__name__} for a Tensor")
+    raise TypeError(f"{op or 'Tensor'}: unsupported operand of type {type(value).__name__} for a Tensor")
 
 
 def _index(index, tensor):
@@ -427,6 +496,11 @@ def _index(index, tensor):
             p = p.data
         elif isinstance(p, list):
             p = backend.new_array(p, None, tensor.device)
+            if p.size == 0:  # [] and [[]] index nothing (NumPy's empty integer index); not float arrays
+                p = p.astype(backend.int64)
+        elif not isinstance(p, (int, slice)) and p is not None and p is not Ellipsis and not backend.is_array(p) \
+                and hasattr(type(p), "__index__"):
+            p = operator.index(p)  # a NumPy integer scalar
         elif backend.is_array(p) and backend.device_of(p) != tensor.device:
             p = backend.to_device(p, tensor.device)
         if backend.is_array(p):
@@ -450,14 +524,17 @@ def _creation(fill, shape, dtype, device, requires_grad):
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False):
+    """A tensor of zeros: zeros(2, 3) or zeros((2, 3)); float32 unless `dtype` says otherwise."""
     return _creation(lambda xp, s, dt, dev: xp.zeros(s, dtype=dt), shape, dtype, device, requires_grad)
 
 
 def ones(*shape, dtype=None, device=None, requires_grad=False):
+    """A tensor of ones: ones(2, 3) or ones((2, 3)); float32 unless `dtype` says otherwise."""
     return _creation(lambda xp, s, dt, dev: xp.ones(s, dtype=dt), shape, dtype, device, requires_grad)
 
 
 def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
+    """A tensor of `shape` filled with `fill_value` (float32 unless `dtype` says otherwise)."""
     return _creation(lambda xp, s, dt, dev: xp.full(s, fill_value, dtype=dt), (shape,), dtype, device, requires_grad)
 
 
@@ -474,6 +551,7 @@ def rand(*shape, dtype=None, device=None, requires_grad=False):
 
 
 def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=False):
+    """Evenly spaced values in [start, stop); int64 for int arguments, else float32."""
     if stop is None:
         start, stop = 0, start
     if dtype is None:
@@ -482,10 +560,12 @@ def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=Fals
 
 
 def zeros_like(t, dtype=None, device=None, requires_grad=False):
+    """Zeros with t's shape, dtype and device (unless given)."""
     return zeros(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
 
 
 def ones_like(t, dtype=None, device=None, requires_grad=False):
+    """Ones with t's shape, dtype and device (unless given)."""
     return ones(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
 
 
@@ -530,20 +610,20 @@ def where(condition, a, b):
         raise TypeError(f"where: condition must be boolean, got {condition.dtype}")
     if not isinstance(like, Tensor):
         like = Tensor(a)
-    return ops.Where.apply(condition, _operand(a, like), _operand(b, like))
+    return ops.Where.apply(condition, _operand(a, like, "where"), _operand(b, like, "where"))
 
 
 def maximum(a, b):
     """Elementwise maximum (gradient split evenly at ties)."""
-    return ops.Maximum.apply(*_pair(a, b))
+    return ops.Maximum.apply(*_pair(a, b, "maximum"))
 
 
 def minimum(a, b):
     """Elementwise minimum (gradient split evenly at ties)."""
-    return ops.Minimum.apply(*_pair(a, b))
+    return ops.Minimum.apply(*_pair(a, b, "minimum"))
 
 
-def _pair(a, b):
+def _pair(a, b, op):
     if isinstance(a, Tensor):
-        return a, _operand(b, a)
-    return _operand(a, b), b
+        return a, _operand(b, a, op)
+    return _operand(a, b, op), b
