@@ -51,19 +51,10 @@ class _StateRecorder(Module):
 def _run_recorded(module, x, state, lengths, component):
     """module(x, state, lengths) with every cell wrapped; returns (result, [[recorders per direction] per layer])."""
     if isinstance(module, RNNBase):
-        # The layer builds its cells per call with `_cell(k, suffix)`; wrap what it returns for this one call.
-        build, made = module._cell, {}
-
-        def recorded_cell(k, suffix):
-            made[(k, suffix)] = _StateRecorder(build(k, suffix), component)
-            return made[(k, suffix)]
-        vars(module)["_cell"] = recorded_cell
-        try:
-            result = module(x, state, lengths=lengths)
-        finally:
-            del vars(module)["_cell"]
-        suffixes = ("", "_reverse") if module.bidirectional else ("",)
-        return result, [[made[(k, s)] for s in suffixes] for k in range(module.num_layers)]
+        layers = [tuple(_StateRecorder(c, component) if c is not None else None for c in pair)
+                  for pair in module.cells()]
+        result = module.run_cells(layers, x, state, lengths)
+        return result, [[c for c in pair if c is not None] for pair in layers]
     if isinstance(module, Recurrent):
         forward = [_StateRecorder(c, component) for c in module.cells]
         reverse = [_StateRecorder(c, component) for c in module.reverse_cells]

@@ -192,6 +192,11 @@ class RNNBase(Module):
         names = [f"{n}_l{k}{suffix}" for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
         return self.cell_type.sharing(*[getattr(self, n, None) for n in names], **self._cell_options())
 
+    def cells(self):
+        """Per layer, the (forward, reverse or None) cells that run on this layer's parameters."""
+        return [(self._cell(k, ""), self._cell(k, "_reverse") if self.bidirectional else None)
+                for k in range(self.num_layers)]
+
     def _cell_options(self):
         return {}
 
@@ -200,6 +205,10 @@ class RNNBase(Module):
         return 2 if self.cell_type is LSTMCell else 1
 
     def forward(self, x, hx=None, lengths=None):
+        return self.run_cells(self.cells(), x, hx, lengths)
+
+    def run_cells(self, layers, x, hx=None, lengths=None):
+        """forward() with the given per-layer (forward, reverse) cells, e.g. wrapped ones from cells()."""
         name, D, H = type(self).__name__, 2 if self.bidirectional else 1, self.hidden_size
         if not isinstance(x, Tensor):
             raise TypeError(f"{name}: input must be a Tensor, got {type(x).__name__}")
@@ -229,7 +238,6 @@ class RNNBase(Module):
             per_state = [h.unsqueeze(1).unbind(0) if unbatched else h.unbind(0) for h in hx]
             flat = list(zip(*per_state)) if self._state_count == 2 else per_state[0]
             states = [[flat[k * D + d] for d in range(D)] + [None] * (2 - D) for k in range(self.num_layers)]
-        layers = [(self._cell(k, ""), self._cell(k, "_reverse") if D == 2 else None) for k in range(self.num_layers)]
         out, finals = run_layers(layers, x, states, lengths, self.dropout, self.training)
         flat = [s for layer in finals for s in layer]
         if self._state_count == 2:
