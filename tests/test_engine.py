@@ -369,7 +369,7 @@ class SplitSigns(Function):
 def test_a_user_defined_function_matches_its_derivative_and_gradcheck(x_np):
     x = leaf(x_np)
     Cube.apply(x).sum().backward()
-    np.testing.assert_allclose(x.grad.numpy(), 3 * x_np ** 2, rtol=1e-12)
+    np.testing.assert_allclose(x.grad.numpy(), 3 * x_np ** 2, rtol=1e-12, atol=1e-300)  # 3x^2 may be subnormal
     assert gradcheck(lambda t: Cube.apply(t), [leaf(x_np)])
 
 

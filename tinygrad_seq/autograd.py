@@ -82,7 +82,10 @@ def _user_site():
 
 def _check_finite(node_name, site, arrays, shapes, stage):
     for k, a in enumerate(arrays):
-        if a is not None and backend.is_floating(a.dtype) and not bool(backend.array_namespace(a).isfinite(a).all()):
+        if a is None:
+            continue
+        a = a if backend.is_array(a) else backend.as_array(a)  # NumPy scalars from 0-d results
+        if backend.is_floating(a.dtype) and not bool(backend.array_namespace(a).isfinite(a).all()):
             raise FloatingPointError(f"detect_anomaly: {node_name} {stage} produced NaN or inf "
                                      f"(output {k}); the op was created at {site}; input shapes {shapes}")
 
