@@ -141,13 +141,17 @@ class Tanh(Function):
 
     def backward(ctx, g):
         out = ctx.out
-        return g * (1 - out * out)
+        d = out * out  # (1 - tanh^2) g, in one fresh buffer
+        array_namespace(d).subtract(1, d, out=d)
+        d *= g
+        return d
 
 
 class Sigmoid(Function):
     """1 / (1 + exp(-x)) computed as tanh(x/2)/2 + 1/2: no overflow for any x."""
     def forward(ctx, a):
-        out = array_namespace(a).tanh(a * 0.5)
+        out = a * 0.5
+        out = array_namespace(a).tanh(out, out=out)
         out *= 0.5
         out += 0.5
         ctx.out = out
@@ -155,7 +159,10 @@ class Sigmoid(Function):
 
     def backward(ctx, g):
         out = ctx.out
-        return g * (out * (1 - out))
+        d = 1 - out  # sigmoid' = s (1 - s), in one fresh buffer
+        d *= out
+        d *= g
+        return d
 
 
 class Relu(Function):

@@ -6,6 +6,8 @@ from . import autograd, backend, ops
 
 def _int(op, value, what="axis"):
     """A Python int from an int-like (Python or NumPy integer, not bool), else a TypeError naming the op."""
+    if type(value) is int:
+        return value
     if not isinstance(value, bool):
         try:
             return operator.index(value)
@@ -435,7 +437,9 @@ class Tensor:
         a = _axis("chunk", axis if dim is None else dim, self.ndim)
         if _int("chunk", chunks, "chunks") <= 0:
             raise ValueError(f"chunk: chunks must be a positive int, got {chunks!r}")
-        return self.split(max(-(-self.shape[a] // chunks), 1), a)
+        n = self.shape[a]
+        size = max(-(-n // chunks), 1)
+        return ops.Split.apply(self, sizes=tuple(min(size, n - s) for s in range(0, n, size)) or (0,), axis=a)
 
     def unbind(self, axis=0, *, dim=None):
         """The slices along `axis` as a tuple of tensors (one tape node)."""
