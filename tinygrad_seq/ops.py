@@ -141,17 +141,17 @@ class Tanh(Function):
 
     def backward(ctx, g):
         out = ctx.out
-        d = out * out  # (1 - tanh^2) g, in one fresh buffer
-        array_namespace(d).subtract(1, d, out=d)
+        d = out * out  # (1 - tanh^2) g = -(tanh^2 - 1) g, in one fresh buffer
+        d -= 1
         d *= g
+        d *= -1
         return d
 
 
 class Sigmoid(Function):
     """1 / (1 + exp(-x)) computed as tanh(x/2)/2 + 1/2: no overflow for any x."""
     def forward(ctx, a):
-        out = a * 0.5
-        out = array_namespace(a).tanh(out, out=out)
+        out = array_namespace(a).tanh(a * 0.5)
         out *= 0.5
         out += 0.5
         ctx.out = out
