@@ -6,13 +6,15 @@ semantics), reversal within each sequence's length, bidirectional concatenation,
 stacking and dropout between layers. Backpropagation through time is not written here:
 the loop records ordinary ops and the tape differentiates them.
 """
+import functools
+
 from .. import backend
 from .. import functional as F
-from ..tensor import Tensor, cat, stack, where
+from ..autograd import pause_gc
+from ..tensor import Tensor, cat, stack, where, zeros
 from . import init
 from .cells import GRUCell, LSTMCell, RNNCell
 from .module import Module, Parameter
-from ..tensor import zeros
 
 
 def _output_of(state):
@@ -84,6 +86,11 @@ def run_layers(layers, x, states=None, lengths=None, dropout=0.0, training=False
     lengths: None or B ints in 1..T (a host list).
     Returns (output (T, B, D*H) of the last layer, final states in the shape of `states`).
     """
+    with pause_gc():  # the loop builds thousands of tape nodes and no reference cycles
+        return _run_layers(layers, x, states, lengths, dropout, training)
+
+
+def _run_layers(layers, x, states, lengths, dropout, training):
     T = x.shape[0]
     if lengths is not None and min(lengths) == T:
         lengths = None
@@ -163,6 +170,12 @@ class Recurrent(Module):
         return _layout(out, self.batch_first), (finals if self.stacked else finals[0])
 
 
+@functools.lru_cache(maxsize=None)
+def _parameter_names(k, suffix):
+    """PyTorch's names of layer k's parameters (cached: the same strings on every forward)."""
+    return tuple(f"{n}_l{k}{suffix}" for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+
 class RNNBase(Module):
     """Shared by RNN, LSTM and GRU: PyTorch's arguments, parameter names, shapes and checks."""
     cell_type = RNNCell
@@ -189,8 +202,8 @@ class RNNBase(Module):
         init.recurrent_uniform_(self, hidden_size)
 
     def _cell(self, k, suffix):
-        names = [f"{n}_l{k}{suffix}" for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-        return self.cell_type.sharing(*[getattr(self, n, None) for n in names], **self._cell_options())
+        return self.cell_type.sharing(*[getattr(self, n, None) for n in _parameter_names(k, suffix)],
+                                      **self._cell_options())
 
     def cells(self):
         """Per layer, the (forward, reverse or None) cells that run on this layer's parameters."""
