@@ -207,10 +207,10 @@ def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
 
 
 def gru_update(input_part, hidden_part, h):
-    """r, z = sigmoid(x_r + h_r), sigmoid(x_z + h_z); n = tanh(x_n + r h_n); h' = n + z (h - n)."""
-    x_r, x_z, x_n = input_part.chunk(3, -1)
-    h_r, h_z, h_n = hidden_part.chunk(3, -1)
-    r = (x_r + h_r).sigmoid()
-    z = (x_z + h_z).sigmoid()
+    """r, z = sigmoid(x_rz + h_rz); n = tanh(x_n + r h_n); h' = (1 - z) n + z h = n + z (h - n)."""
+    size = h.shape[-1]
+    x_rz, x_n = input_part.split([2 * size, size], -1)
+    h_rz, h_n = hidden_part.split([2 * size, size], -1)
+    r, z = (x_rz + h_rz).sigmoid().chunk(2, -1)  # r and z are adjacent: one add, one sigmoid
     n = (x_n + r * h_n).tanh()
     return n + z * (h - n)
