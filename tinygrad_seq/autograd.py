@@ -259,6 +259,36 @@ def pause_gc():
             gc.enable()
 
 
+class ProductSum:
+    """A gradient kept unevaluated: sum_k lefts[k].T @ rights[k] (a matmul's weight gradient).
+
+    When one weight multiplies the hidden state at every time step, T of these reach it. The
+    walk gathers them and evaluates them as ONE matmul over the stacked rows, as hand-written
+    BPTT computes dW_hh, instead of T thin matmuls and T full-size additions.
+    """
+    __slots__ = ("lefts", "rights", "dtype")
+
+    def __init__(self, left, right):
+        self.lefts, self.rights, self.dtype = [left], [right], None
+
+    def absorb(self, other):
+        self.lefts += other.lefts
+        self.rights += other.rights
+
+    def evaluate(self):
+        left, right = self.lefts, self.rights
+        if len(left) == 1:
+            out = left[0].T @ right[0]
+        else:
+            xp = backend.array_namespace(left[0])
+            out = xp.concatenate(left).T @ xp.concatenate(right)
+        return out if self.dtype is None or out.dtype == self.dtype else out.astype(self.dtype)
+
+
+def _evaluated(grads):
+    return [g.evaluate() if type(g) is ProductSum else g for g in grads]
+
+
 def _plus(a, b):
     """a + b as a new array (NumPy turns the sum of two 0-d arrays into a scalar: keep an array)."""
     out = a + b
@@ -270,6 +300,8 @@ def backward(root, grad, retain_graph=False):
     leaf_grads = {}  # id(leaf) -> [leaf, summed gradient, whether we own that buffer]
 
     def to_leaf(leaf, g):
+        if type(g) is ProductSum:
+            g = g.evaluate()
         entry = leaf_grads.get(id(leaf))
         if entry is None:
             leaf_grads[id(leaf)] = [leaf, g, False]
@@ -321,6 +353,8 @@ def _walk(start, index, grad, retain_graph, to_leaf):
     while ready:
         node = ready.pop()
         grads = pending.pop(node)
+        if type(grads[0]) is ProductSum or len(grads) > 1:
+            grads = _evaluated(grads)
         if node.released:
             raise RuntimeError(f"backward: the graph was already freed by an earlier backward() (reached "
                                f"{node.name} again); pass retain_graph=True to the first backward() "
@@ -353,7 +387,9 @@ def _walk(start, index, grad, retain_graph, to_leaf):
             target, slot, shape, dtype = edge
             g = input_grads[i]
             if g is not None:
-                if g.shape != shape or g.dtype != dtype or type(g) is not array_type:
+                if type(g) is ProductSum:
+                    g.dtype = dtype  # evaluated later, once every product for this input has arrived
+                elif g.shape != shape or g.dtype != dtype or type(g) is not array_type:
                     g = _reduce_to(g, shape, dtype, array_type, node, i)
                 if slot < 0:
                     to_leaf(target, g)
@@ -364,10 +400,12 @@ def _walk(start, index, grad, retain_graph, to_leaf):
                 current = slots[slot]
                 if current is None:
                     slots[slot] = g
+                elif type(current) is ProductSum and type(g) is ProductSum:
+                    current.absorb(g)
                 elif (target, slot) in owned:
-                    current += g
+                    current += g.evaluate() if type(g) is ProductSum else g
                 else:
-                    slots[slot] = _plus(current, g)
+                    slots[slot] = _plus(*_evaluated((current, g)))
                     owned.add((target, slot))
             elif slot < 0:
                 continue

@@ -3,7 +3,7 @@
 Gradients of broadcast operands are returned at the broadcast shape; the engine sums them
 back to each input's shape (autograd._reduce_to). Everything else is a composite of these.
 """
-from .autograd import Function
+from .autograd import Function, ProductSum
 from .backend import array_namespace, device_of, is_array, scatter_add, to_device
 
 
@@ -234,7 +234,9 @@ class Matmul(Function):
             ga = g2 @ b2.swapaxes(-1, -2)
             ga = ga[..., 0, :] if a.ndim == 1 else ga
         if need_b:
-            if b2.ndim == 2 and a2.ndim > 2 and a2.size and g2.size:  # a stack times one matrix: one big matmul
+            if a.ndim == 2 and b.ndim == 2:  # left lazy: the engine sums a reused weight's products as one matmul
+                gb = ProductSum(a, g)
+            elif b2.ndim == 2 and a2.ndim > 2 and a2.size and g2.size:  # a stack times one matrix: one big matmul
                 # (not when empty: reshape(-1, 0) cannot infer the -1)
                 gb = a2.reshape(-1, a2.shape[-1]).T @ g2.reshape(-1, g2.shape[-1])
             else:
