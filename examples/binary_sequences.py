@@ -31,42 +31,15 @@ held-out sequences.
     python examples/binary_sequences.py            # about a minute on two CPU cores
     python examples/binary_sequences.py --quick    # seconds (smoke test)
 """
-import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
-# The engine's matmuls are small: BLAS threads cost more than they save, and on a busy
-# machine they can make each call much slower. Set before NumPy loads; override freely.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-import numpy as np  # noqa: E402
-
-try:  # noqa: E402
-    import tinygrad_seq as tg
-except ImportError:  # running from a source checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import tinygrad_seq as tg
-from tinygrad_seq import functional as F  # noqa: E402
-from tinygrad_seq import nn, optim  # noqa: E402
-
-try:
-    from tqdm import tqdm
-except ImportError:  # tqdm is optional (the "examples" extra): a plain loop without a bar
-    class tqdm:
-        def __init__(self, iterable=None, **kwargs):
-            self.iterable = iterable
-
-        def __iter__(self):
-            return iter(self.iterable)
-
-        def set_postfix(self, *args, **kwargs):
-            pass
-
-        def close(self):
-            pass
-
-        write = staticmethod(print)
+# _common first: it limits BLAS threads before NumPy loads and makes tinygrad_seq importable
+from _common import load_pyplot, make_parser, parse_with_quick, save_figure, seeded_rng, tqdm
+import numpy as np
+import tinygrad_seq as tg
+from tinygrad_seq import functional as F
+from tinygrad_seq import nn, optim
 
 MODELS = ("RNN", "LSTM", "GRU")
 QUICK = dict(recall_lengths="2,4", parity_lengths="2", steps=150, parity_steps=150, batch=32, eval_size=256, seeds=1)
@@ -195,12 +168,8 @@ def print_table(results, models, seeds):
 
 
 def plot(path, results, models):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: skipping the plot (pip install -e '.[examples]')")
+    plt = load_pyplot()
+    if plt is None:
         return None
     tasks = list(dict.fromkeys(task for task, _ in results))
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
@@ -219,10 +188,7 @@ def plot(path, results, models):
         ax.set_ylabel("held-out accuracy")
         ax.set_title("recall the first bit" if task == "recall" else "parity of all bits")
         ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     print(f"wrote {path}")
     return path
 
@@ -234,8 +200,7 @@ def int_list(text):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--tasks", default="recall,parity", help="comma-separated: recall, parity")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated: RNN, LSTM, GRU")
     p.add_argument("--recall-lengths", default="5,20,50", help="distractor counts N for recall")
@@ -252,11 +217,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="first seed (runs use seed, seed + 1, ...)")
     p.add_argument("--out", default="out/binary_sequences", help="folder for the plot")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (smoke test)")
-    known, _ = p.parse_known_args(argv)
-    if known.quick:
-        p.set_defaults(**QUICK)
-    return p.parse_args(argv)
+    return parse_with_quick(p, argv, QUICK)
 
 
 def main(argv=None):
@@ -278,8 +239,7 @@ def main(argv=None):
             entry = row[kind] = dict(accuracy=[], steps=[], loss=[], seconds=0.0)
             for s in range(args.seeds):
                 seed = (args.seed + s) * 1000 + 10 * k + j
-                rng = np.random.default_rng(seed)
-                tg.manual_seed(seed)
+                rng = seeded_rng(seed)
                 T = n + 1 if task == "recall" else n
                 model = make_model(kind, args.hidden, T, args.init, rng)
                 t0 = time.perf_counter()

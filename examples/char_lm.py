@@ -14,44 +14,16 @@ prints samples at a few temperatures.
     python examples/char_lm.py                  # about a minute of CPU time (1,000 steps)
     python examples/char_lm.py --quick          # a few seconds, for smoke tests
 """
-import argparse
-import json
 import math
-import os
-import sys
 import time
 from pathlib import Path
 
-# The engine's matmuls are small: BLAS threads cost more than they save, and on a busy
-# machine they can make each call 100x slower. Set before NumPy loads; override freely.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-import numpy as np  # noqa: E402
-
-try:  # noqa: E402
-    import tinygrad_seq as tg
-except ImportError:  # running from a source checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import tinygrad_seq as tg
+# _common first: it limits BLAS threads before NumPy loads and makes tinygrad_seq importable
+from _common import load_pyplot, make_parser, parse_with_quick, save_figure, seeded_rng, tqdm, write_metrics
+import numpy as np
+import tinygrad_seq as tg
 from tinygrad_seq import functional as F
 from tinygrad_seq import nn, optim
-
-try:
-    from tqdm import tqdm
-except ImportError:  # tqdm is optional (the "examples" extra): a plain loop without a bar
-    class tqdm:
-        def __init__(self, iterable, **kwargs):
-            self.iterable = iterable
-
-        def __iter__(self):
-            return iter(self.iterable)
-
-        def set_postfix(self, *args, **kwargs):
-            pass
-
-        def close(self):
-            pass
-
-        write = staticmethod(print)
 
 LN2 = math.log(2.0)
 QUICK = dict(steps=60, hidden=64, embed=16, batch=32, bptt=32, eval_every=20, sample_len=80, lr=1e-2)
@@ -149,12 +121,8 @@ def sample(model, chars, prefix, temperature=1.0, length=200, rng=None):
 # ---- plotting ----------------------------------------------------------------------------
 
 def plot(path, history, unigram, bigram):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: skipping the plot (pip install -e '.[examples]')")
+    plt = load_pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     steps, train = zip(*history["train"])
@@ -170,10 +138,7 @@ def plot(path, history, unigram, bigram):
     ax.set_title("Character-level LSTM on pydoc_data.topics")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def smooth(values, beta=0.9):
@@ -188,8 +153,7 @@ def smooth(values, beta=0.9):
 # ---- main --------------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--steps", type=int, default=1000, help="training steps (one chunk of every stream each)")
     p.add_argument("--batch", type=int, default=64, help="parallel streams B")
     p.add_argument("--bptt", type=int, default=64, help="chunk length: time steps per truncated BPTT window")
@@ -203,19 +167,13 @@ def parse_args(argv=None):
     p.add_argument("--sample-len", type=int, default=300, help="characters per printed sample")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/char_lm", help="folder for the plot and metrics.json")
-    p.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (smoke test)")
-    known, _ = p.parse_known_args(argv)
-    if known.quick:
-        p.set_defaults(**QUICK)
-    return p.parse_args(argv)
+    return parse_with_quick(p, argv, QUICK)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    tg.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    rng = seeded_rng(args.seed)
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
     chars, train, val = encode(load_text(), args.val_fraction)
@@ -274,7 +232,7 @@ def main(argv=None):
     print(f"val bpc {val_bpc:.3f} (unigram {unigram:.3f}, bigram {bigram:.3f}): the LSTM {verdict} the bigram")
     metrics = {"val_bpc": val_bpc, "unigram_bpc": unigram, "bigram_bpc": bigram, "seconds": elapsed,
                "train_bpc": [b for _, b in history["train"]], "val_curve": history["val"]}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics))
+    write_metrics(out_dir, metrics)
     return metrics
 
 

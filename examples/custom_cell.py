@@ -20,22 +20,20 @@ with --no-chrono the gate starts half-open and, at this budget, the MGU stays at
     python examples/custom_cell.py            # about ten seconds on two CPU cores
     python examples/custom_cell.py --quick    # seconds (smoke test)
 """
-import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matmuls: BLAS threads only cost here
-import numpy as np  # noqa: E402
+# _common first: it limits BLAS threads before NumPy loads and makes tinygrad_seq importable
+from _common import load_pyplot, make_parser, parse_with_quick, save_figure, seeded_rng, tqdm
+import numpy as np
+import tinygrad_seq as tg
+from tinygrad_seq import nn
+from tinygrad_seq.diagnostics import to_dot
+from tinygrad_seq.gradcheck import gradcheck
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling example, for its task
-from binary_sequences import SequenceClassifier, evaluate, tqdm, train_classifier  # noqa: E402
+from binary_sequences import SequenceClassifier, evaluate, train_classifier  # the sibling lab, for its task
 
-import tinygrad_seq as tg  # noqa: E402  (binary_sequences made it importable from a checkout)
-from tinygrad_seq import nn  # noqa: E402
-from tinygrad_seq.diagnostics import to_dot  # noqa: E402
-from tinygrad_seq.gradcheck import gradcheck  # noqa: E402
+QUICK = dict(lengths=[4], hidden=8, steps=150, batch=32, eval_size=256)
 
 
 # ---- the cell: 21 lines ------------------------------------------------------------------------
@@ -67,8 +65,7 @@ class MGUCell(nn.Module):
 
 def check_gradients(seed):
     """gradcheck (float64, central differences) of one step, and of a stacked bidirectional run."""
-    rng = np.random.default_rng(seed)
-    tg.manual_seed(seed)
+    rng = seeded_rng(seed)
     cell = MGUCell(3, 4, dtype="float64")
     x = tg.Tensor(rng.standard_normal((2, 3)), requires_grad=True)
     h = tg.Tensor(rng.standard_normal((2, 4)) * 0.5, requires_grad=True)
@@ -117,9 +114,7 @@ def train(args, progress):
     """The MGU (one layer) on recall-the-first-bit after N distractors; held-out accuracy per N."""
     results = {}
     for k, n in enumerate(args.lengths):
-        seed = args.seed * 1000 + k
-        rng = np.random.default_rng(seed)
-        tg.manual_seed(seed)
+        rng = seeded_rng(args.seed * 1000 + k)
         cell = MGUCell(2, args.hidden)
         if args.chrono:  # gate f near 0 keeps h: start each unit with a memory of u ~ U(1, T) steps
             bias = cell.bias.numpy().copy()
@@ -137,12 +132,8 @@ def train(args, progress):
 
 
 def plot(path, results):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: skipping the plot (pip install -e '.[examples]')")
+    plt = load_pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for n, r in results.items():
@@ -152,16 +143,12 @@ def plot(path, results):
     ax.set_ylabel("cross-entropy")
     ax.set_title("MGU cell learning recall-the-first-bit")
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     print(f"wrote {path}")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--lengths", type=lambda s: [int(v) for v in s.split(",")], default=[20, 50],
                    help="distractor counts N to train on (comma-separated)")
     p.add_argument("--hidden", type=int, default=16, help="hidden units")
@@ -175,11 +162,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/custom_cell", help="folder for the plot")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (smoke test)")
-    known, _ = p.parse_known_args(argv)
-    if known.quick:
-        p.set_defaults(lengths=[4], hidden=8, steps=150, batch=32, eval_size=256)
-    return p.parse_args(argv)
+    return parse_with_quick(p, argv, QUICK)
 
 
 def main(argv=None):

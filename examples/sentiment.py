@@ -14,44 +14,17 @@ regression trained with the same framework, and plots the training curves.
     python examples/sentiment.py                      # well under a minute
     python examples/sentiment.py --data path/to/sentiment-labelled-sentences
 """
-import argparse
-import json
-import os
 import re
 import sys
 import time
 from pathlib import Path
 
-# The engine's matmuls are small: BLAS threads cost more than they save, and on a busy
-# machine they can make each call 100x slower. Set before NumPy loads; override freely.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-import numpy as np  # noqa: E402
-
-try:  # noqa: E402
-    import tinygrad_seq as tg
-except ImportError:  # running from a source checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import tinygrad_seq as tg
-from tinygrad_seq import functional as F  # noqa: E402
-from tinygrad_seq import nn, optim  # noqa: E402
-
-try:
-    from tqdm import tqdm
-except ImportError:  # tqdm is optional (the "examples" extra): a plain loop without a bar
-    class tqdm:
-        def __init__(self, iterable, **kwargs):
-            self.iterable = iterable
-
-        def __iter__(self):
-            return iter(self.iterable)
-
-        def set_postfix(self, *args, **kwargs):
-            pass
-
-        def close(self):
-            pass
-
-        write = staticmethod(print)
+# _common first: it limits BLAS threads before NumPy loads and makes tinygrad_seq importable
+from _common import load_pyplot, make_parser, parse_with_quick, save_figure, seeded_rng, tqdm, write_metrics
+import numpy as np
+import tinygrad_seq as tg
+from tinygrad_seq import functional as F
+from tinygrad_seq import nn, optim
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sentiment-labelled-sentences"
 FILES = ("amazon_cells_labelled.txt", "imdb_labelled.txt", "yelp_labelled.txt")
@@ -198,12 +171,8 @@ def evaluate(model, seqs, labels, batch_size=256):
 
 
 def plot(path, history, bow_acc, test_acc):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: skipping the plot (pip install -e '.[examples]')")
+    plt = load_pyplot()
+    if plt is None:
         return None
     epochs = np.arange(1, len(history["train_loss"]) + 1)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -224,15 +193,11 @@ def plot(path, history, bow_acc, test_acc):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle("BiLSTM sentiment classifier, Sentiment Labelled Sentences")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with the three *_labelled.txt files")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch", type=int, default=32)
@@ -249,19 +214,13 @@ def parse_args(argv=None):
     p.add_argument("--bow-weight-decay", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/sentiment", help="folder for the plot and metrics.json")
-    p.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (smoke test)")
-    known, _ = p.parse_known_args(argv)
-    if known.quick:
-        p.set_defaults(**QUICK)
-    return p.parse_args(argv)
+    return parse_with_quick(p, argv, QUICK)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    tg.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    rng = seeded_rng(args.seed)
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
     sentences, labels = load_sentences(args.data)
@@ -323,7 +282,7 @@ def main(argv=None):
     print(f"held-out test accuracy: BiLSTM {test_acc:.1%}, bag-of-words logistic regression {bow_acc:.1%} "
           f"({len(test_idx)} sentences, chance 50%)")
     metrics = {"test_acc": test_acc, "bow_acc": bow_acc, "best_epoch": best[1], "seconds": elapsed, **history}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics))
+    write_metrics(out_dir, metrics)
     return metrics
 
 

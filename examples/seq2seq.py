@@ -16,44 +16,16 @@ sentences are written from dates the model never saw in training.
     python examples/seq2seq.py                  # under a minute of CPU time
     python examples/seq2seq.py --quick          # a few seconds, for smoke tests
 """
-import argparse
 import datetime
-import json
-import os
-import sys
 import time
 from pathlib import Path
 
-# The engine's matmuls are small: BLAS threads cost more than they save, and on a busy
-# machine they can make each call 100x slower. Set before NumPy loads; override freely.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-import numpy as np  # noqa: E402
-
-try:  # noqa: E402
-    import tinygrad_seq as tg
-except ImportError:  # running from a source checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import tinygrad_seq as tg
-from tinygrad_seq import functional as F  # noqa: E402
-from tinygrad_seq import nn, optim  # noqa: E402
-
-try:
-    from tqdm import tqdm
-except ImportError:  # tqdm is optional (the "examples" extra): a plain loop without a bar
-    class tqdm:
-        def __init__(self, iterable, **kwargs):
-            self.iterable = iterable
-
-        def __iter__(self):
-            return iter(self.iterable)
-
-        def set_postfix(self, *args, **kwargs):
-            pass
-
-        def close(self):
-            pass
-
-        write = staticmethod(print)
+# _common first: it limits BLAS threads before NumPy loads and makes tinygrad_seq importable
+from _common import load_pyplot, make_parser, parse_with_quick, save_figure, seeded_rng, tqdm, write_metrics
+import numpy as np
+import tinygrad_seq as tg
+from tinygrad_seq import functional as F
+from tinygrad_seq import nn, optim
 
 QUICK = dict(steps=120, hidden=48, embed=16, batch=64, test_size=200, eval_every=60, lr=1e-2)
 
@@ -215,12 +187,8 @@ def evaluate(model, examples, batch=500):
 # ---- main --------------------------------------------------------------------------------
 
 def plot(path, history):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: skipping the plot (pip install -e '.[examples]')")
+    plt = load_pyplot()
+    if plt is None:
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     steps, losses = zip(*history["loss"])
@@ -238,15 +206,11 @@ def plot(path, history):
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     fig.suptitle("GRU encoder-decoder: human-written dates -> ISO 8601")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--steps", type=int, default=1200, help="training steps (batches)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--embed", type=int, default=32, help="character embedding size")
@@ -257,19 +221,13 @@ def parse_args(argv=None):
     p.add_argument("--eval-every", type=int, default=200, help="steps between held-out evaluations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/seq2seq", help="folder for the plot and metrics.json")
-    p.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (smoke test)")
-    known, _ = p.parse_known_args(argv)
-    if known.quick:
-        p.set_defaults(**QUICK)
-    return p.parse_args(argv)
+    return parse_with_quick(p, argv, QUICK)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    tg.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    rng = seeded_rng(args.seed)
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
     train_days, test_days = split_dates(np.random.default_rng(12345))
@@ -336,8 +294,9 @@ def main(argv=None):
           f"(characters right: {char_acc:.1%})")
     metrics = {"test_acc": acc, "char_acc": char_acc, "by_format": by_format, "seconds": elapsed,
                "loss": [v for _, v in history["loss"]], "test_acc_curve": history["test_acc"]}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics))
+    write_metrics(out_dir, metrics)
     return metrics
+
 
 if __name__ == "__main__":
     main()

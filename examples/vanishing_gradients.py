@@ -27,23 +27,19 @@ model learns.
     python examples/vanishing_gradients.py            # well under a minute on two CPU cores
     python examples/vanishing_gradients.py --quick    # seconds (smoke test)
 """
-import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matmuls: BLAS threads only cost here
-import numpy as np  # noqa: E402
+# _common first: it limits BLAS threads before NumPy loads and makes tinygrad_seq importable
+from _common import load_pyplot, make_parser, parse_with_quick, save_figure, seeded_rng, tqdm
+import numpy as np
+import tinygrad_seq as tg
+from tinygrad_seq import functional as F
+from tinygrad_seq import nn, optim
+from tinygrad_seq.diagnostics import gradient_flow
+from tinygrad_seq.nn.utils import clip_grad_norm_
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling example, for its task and models
-from binary_sequences import chrono_init_, make_batch, make_model, tqdm, train_classifier  # noqa: E402
-
-import tinygrad_seq as tg  # noqa: E402  (binary_sequences made it importable from a checkout)
-from tinygrad_seq import functional as F  # noqa: E402
-from tinygrad_seq import nn, optim  # noqa: E402
-from tinygrad_seq.diagnostics import gradient_flow  # noqa: E402
-from tinygrad_seq.nn.utils import clip_grad_norm_  # noqa: E402
+from binary_sequences import chrono_init_, evaluate, make_batch, make_model, train_classifier  # the sibling lab
 
 MODELS = ("RNN", "LSTM", "GRU")
 QUICK = dict(length=12, hidden=8, batch=64, train_steps=200, explode_length=12, explode_steps=40)
@@ -78,8 +74,7 @@ def measure_flows(args, progress):
     x, y = make_batch("recall", T - 1, args.batch, np.random.default_rng(args.seed + 99))
     flows, trained_acc, rates = {}, {}, None
     for j, kind in enumerate(MODELS):
-        rng = np.random.default_rng(args.seed * 100 + j)
-        tg.manual_seed(args.seed * 100 + j)
+        rng = seeded_rng(args.seed * 100 + j)
         model = make_model(kind, args.hidden, T, "default", rng)
         flows[("init", kind)] = flow_of(model, x, y)
         if kind == "RNN":
@@ -91,9 +86,7 @@ def measure_flows(args, progress):
                 model = make_model(kind, args.hidden, T, "default", rng)
         used, _ = train_classifier(model, "recall", T - 1, args.train_steps, args.batch, args.lr, rng,
                                    desc=f"train {kind}", progress=progress)
-        with tg.no_grad():
-            xe, ye = make_batch("recall", T - 1, 1000, np.random.default_rng(args.seed + 7))
-            trained_acc[kind] = float((model(xe).numpy().argmax(1) == ye.numpy()).mean())
+        trained_acc[kind] = evaluate(model, "recall", T - 1, 1000, seed=args.seed + 7)
         flows[("trained", kind)] = flow_of(model, x, y)
         tqdm.write(f"trained {kind:<4} on recall over T={T}: held-out accuracy {trained_acc[kind]:.2f} "
                    f"after {used} steps")
@@ -113,8 +106,7 @@ def print_flows(flows, T):
 
 def exploding_run(args, clip, progress):
     """Train an RNN with W_hh = rho * orthogonal by SGD; per step: loss, gradient norm, update norm."""
-    rng = np.random.default_rng(args.seed + 1)
-    tg.manual_seed(args.seed + 1)
+    rng = seeded_rng(args.seed + 1)
     H, T = args.hidden_explode, args.explode_length
     rnn = nn.RNN(2, H)
     q, _ = np.linalg.qr(rng.standard_normal((H, H)))
@@ -146,17 +138,6 @@ def exploding_run(args, clip, progress):
 
 # ---- plots ---------------------------------------------------------------------------------------
 
-def load_pyplot():
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        return plt
-    except ImportError:
-        print("matplotlib is not installed: skipping the plots (pip install -e '.[examples]')")
-        return None
-
-
 def plot_flows(plt, path, flows, rates, T, trained_acc):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     colors = dict(RNN="C0", LSTM="C1", GRU="C2")
@@ -180,9 +161,7 @@ def plot_flows(plt, path, flows, rates, T, trained_acc):
     axes[0].set_ylabel(r"$\|dL/dh_t\| \;/\; \|dL/dh_{T-1}\|$")
     axes[0].set_ylim(bottom=max(1e-30, axes[0].get_ylim()[0]))
     fig.suptitle(f"gradient reaching h_t, loss on the last output only (T = {T})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     print(f"wrote {path}")
 
 
@@ -199,17 +178,14 @@ def plot_exploding(plt, path, runs, args):
         ax.set_xlabel("SGD step")
         ax.legend(fontsize=8)
     fig.suptitle(f"RNN with spectral radius {args.rho:g}, T = {args.explode_length}, lr = {args.explode_lr:g}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     print(f"wrote {path}")
 
 
 # ---- main ------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--length", type=int, default=50, help="sequence length T for the gradient-flow part")
     p.add_argument("--hidden", type=int, default=16, help="hidden units (gradient-flow part)")
     p.add_argument("--batch", type=int, default=128, help="sequences per batch")
@@ -226,11 +202,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/vanishing_gradients", help="folder for the plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (smoke test)")
-    known, _ = p.parse_known_args(argv)
-    if known.quick:
-        p.set_defaults(**QUICK)
-    return p.parse_args(argv)
+    return parse_with_quick(p, argv, QUICK)
 
 
 def main(argv=None):
@@ -257,10 +229,9 @@ def main(argv=None):
     print(f"(with clipping every update is at most lr * max_norm = {args.explode_lr * args.max_norm:g})")
     print(f"total time {time.perf_counter() - start:.1f} s")
 
-    plt = load_pyplot()
+    plt = load_pyplot("the plots")
     if plt is not None:
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         plot_flows(plt, out / "gradient_flow.png", flows, rates, args.length, trained_acc)
         plot_exploding(plt, out / "exploding_gradients.png", runs, args)
     return dict(flows=flows, trained_accuracy=trained_acc, rnn_rates=rates, exploding=runs)

@@ -20,7 +20,7 @@ def load(name, monkeypatch, block=("matplotlib", "tqdm")):
     """Import examples/<name>.py afresh with the modules in `block` made unimportable."""
     for module in block:
         monkeypatch.setitem(sys.modules, module, None)
-    for module in SIBLINGS:  # re-import, so each example sees this test's blocked modules
+    for module in SIBLINGS + ("_common",):  # re-import, so each example sees this test's blocked modules
         monkeypatch.delitem(sys.modules, module, raising=False)
     monkeypatch.syspath_prepend(str(EXAMPLES))
     return importlib.import_module(name)
