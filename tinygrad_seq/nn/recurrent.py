@@ -77,6 +77,7 @@ def _reverse_index(lengths, T, device):
     return xp.where(t < n, n - 1 - t, t), xp.arange(len(lengths))[None, :]
 
 
+@pause_gc()  # the loop builds thousands of tape nodes and no reference cycles
 def run_layers(layers, x, states=None, lengths=None, dropout=0.0, training=False):
     """Run stacked, possibly bidirectional, recurrent layers over x (T, B, ...).
 
@@ -86,11 +87,6 @@ def run_layers(layers, x, states=None, lengths=None, dropout=0.0, training=False
     lengths: None or B ints in 1..T (a host list).
     Returns (output (T, B, D*H) of the last layer, final states in the shape of `states`).
     """
-    with pause_gc():  # the loop builds thousands of tape nodes and no reference cycles
-        return _run_layers(layers, x, states, lengths, dropout, training)
-
-
-def _run_layers(layers, x, states, lengths, dropout, training):
     T = x.shape[0]
     if lengths is not None and min(lengths) == T:
         lengths = None
