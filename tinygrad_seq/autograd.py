@@ -71,13 +71,13 @@ class detect_anomaly(_GradMode):
         _detect_anomaly = self._previous
 
 
-_package_dir = os.path.dirname(os.path.abspath(__file__))
+_library_files = (os.path.dirname(os.path.abspath(__file__)), os.path.abspath(contextlib.__file__))
 
 
 def _user_site():
-    """'file:line' of the innermost stack frame outside tinygrad_seq."""
+    """'file:line' of the innermost stack frame outside tinygrad_seq (and its context managers)."""
     for frame in reversed(traceback.extract_stack()):
-        if not os.path.abspath(frame.filename).startswith(_package_dir):
+        if not os.path.abspath(frame.filename).startswith(_library_files):
             return f"{frame.filename}:{frame.lineno}"
     return "<unknown>"
 
