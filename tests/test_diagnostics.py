@@ -15,6 +15,7 @@ import pytest
 import tinygrad_seq as tg
 from tinygrad_seq import functional as F
 from tinygrad_seq import nn
+from tinygrad_seq.autograd import LeafEdge
 from tinygrad_seq.diagnostics import gradient_flow, to_dot
 
 
@@ -221,9 +222,10 @@ def walk_tape(tensor):
         for edge in node.parents:
             if edge is None:
                 continue
-            source, index = edge[0], edge[1]
-            pairs.append((("leaf", id(source)) if index < 0 else type(source).__name__, type(node).__name__))
-            if index >= 0 and source not in ops:
+            leaf = type(edge) is LeafEdge
+            source = edge.tensor if leaf else edge.node
+            pairs.append((("leaf", id(source)) if leaf else type(source).__name__, type(node).__name__))
+            if not leaf and source not in ops:
                 ops.add(source)
                 todo.append(source)
     return ops, pairs

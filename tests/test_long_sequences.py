@@ -22,6 +22,7 @@ import pytest
 import tinygrad_seq as tg
 import tinygrad_seq.functional as F
 from tinygrad_seq import Tensor, nn, optim
+from tinygrad_seq.autograd import Edge
 
 from bptt_oracle import layer_forward_backward
 
@@ -132,7 +133,7 @@ def _graph_nodes(root):
         if node is None or id(node) in seen:
             continue
         seen[id(node)] = node
-        stack.extend(edge[0] for edge in node.parents if edge is not None and edge[1] >= 0)
+        stack.extend(edge.node for edge in node.parents if isinstance(edge, Edge))
     return list(seen.values())
 
 

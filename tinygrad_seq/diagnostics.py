@@ -9,7 +9,7 @@ computes. Its decay towards early steps is the vanishing gradient.
 to_dot(tensor) writes the tape behind a tensor as Graphviz DOT text (one node per op,
 one per leaf, one edge per recorded input), for `dot -Tpng` or any DOT viewer.
 """
-from .autograd import Function
+from .autograd import Function, LeafEdge
 from .nn.module import Module
 from .nn.recurrent import Recurrent, RNNBase
 from .tensor import Tensor, stack
@@ -77,13 +77,11 @@ def _leaves(root):
     while stack_:
         node = stack_.pop()
         for edge in node.parents:
-            if edge is None:
-                continue
-            if edge[1] < 0:
-                leaves.setdefault(id(edge[0]), edge[0])
-            elif edge[0] not in seen:
-                seen.add(edge[0])
-                stack_.append(edge[0])
+            if type(edge) is LeafEdge:
+                leaves.setdefault(id(edge.tensor), edge.tensor)
+            elif edge is not None and edge.node not in seen:
+                seen.add(edge.node)
+                stack_.append(edge.node)
     return list(leaves.values())
 
 
@@ -205,13 +203,14 @@ def to_dot(tensor, params=None, name="tape"):
         for edge in node.parents:
             if edge is None:
                 continue
-            target, index, shape = edge[0], edge[1], tuple(edge[2])
-            if index < 0:
+            if type(edge) is LeafEdge:
+                target = edge.tensor
                 if id(target) not in leaf_ids:
                     leaf_ids[id(target)] = (f"leaf{len(leaf_ids)}", target)
                 source = leaf_ids[id(target)][0]
             else:
-                out_shapes.setdefault(target, {})[index] = shape
+                target = edge.node
+                out_shapes.setdefault(target, {})[edge.index] = tuple(edge.shape)
                 if target not in op_ids:
                     op_ids[target] = f"op{len(op_ids)}"
                     stack_.append(target)

@@ -154,9 +154,6 @@ class Tensor:
         return bool(self.item())
 
     # ---- autograd --------------------------------------------------------------------
-    def _edge(self):
-        return (self._node, self._index) if self._node is not None else (self, -1)
-
     def backward(self, grad=None, retain_graph=False):
         """Accumulate d(self)/d(leaf) into every leaf's .grad (grad: the upstream gradient)."""
         if not self._requires_grad:
