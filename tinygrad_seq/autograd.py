@@ -19,6 +19,8 @@ Tensor = None  # set by tensor.py (tensor.py imports this module first)
 
 _grad_enabled = True
 _detect_anomaly = False
+_recorder = None  # a list while capture.py records a time step: every op, every new Tensor, host reads
+HOST_READ = "host read"  # what Tensor.numpy() logs there: the step reads a value back to the host
 
 
 def is_grad_enabled():
@@ -181,16 +183,19 @@ class Function:
         if type(out) is not tuple:
             if type(out) is not array_type and not backend.is_array(out):  # NumPy scalars from 0-d results
                 out = backend.as_array(out, _device(args))
-            if not record:
-                return Tensor._make(out, None, 0)
-            ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs = array_type, None, False, 1
-            return Tensor._make(out, ctx, 0)
-        outs = [o if type(o) is array_type or backend.is_array(o) else backend.as_array(o, _device(args))
-                for o in out]
-        if not record:
-            return tuple(Tensor._make(o, None, 0) for o in outs)
-        ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs = array_type, None, False, len(outs)
-        return tuple(Tensor._make(o, ctx, i) for i, o in enumerate(outs))
+            if record:
+                ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs = array_type, None, False, 1
+            result = Tensor._make(out, ctx if record else None, 0)
+        else:
+            outs = [o if type(o) is array_type or backend.is_array(o) else backend.as_array(o, _device(args))
+                    for o in out]
+            if record:
+                ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs = array_type, None, False, len(outs)
+            result = tuple(Tensor._make(o, ctx if record else None, i) for i, o in enumerate(outs))
+        if _recorder is not None:
+            ctx.hooks = None
+            _recorder.append((ctx, args, kwargs, result))
+        return result
 
     def add_hook(self, index, hook=None, retain=None):
         """Run `hook` on (or retain the gradient of) output `index` during backward."""

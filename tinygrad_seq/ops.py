@@ -106,6 +106,18 @@ class Where(Function):
         return None, (xp.where(c, g, zero) if need_a else None), (xp.where(c, zero, g) if need_b else None)
 
 
+class Compare(Function):
+    """a < b, a == b, ... (name: "__lt__", "__eq__", ...): a boolean array, no gradient."""
+    def forward(ctx, a, b, name):
+        try:
+            return getattr(a, name)(b)
+        except ValueError as e:
+            raise ValueError(f"{name.strip('_')}: {e}") from None
+
+    def backward(ctx, g):
+        return None, None
+
+
 # ---- elementwise, unary --------------------------------------------------------------
 
 class Neg(Function):

@@ -77,12 +77,16 @@ class Tensor:
         self._node, self._index, self._hooks = None, 0, None
         self._requires_grad = False
         self.requires_grad = requires_grad
+        if autograd._recorder is not None:  # born inside a time step being captured
+            autograd._recorder.append(self)
 
     @classmethod
     def _make(cls, data, node, index):
         t = cls.__new__(cls)
         t.data, t.grad, t._node, t._index, t._hooks = data, None, node, index, None
         t._requires_grad = node is not None
+        if autograd._recorder is not None:  # born inside a time step being captured
+            autograd._recorder.append(t)
         return t
 
     # ---- attributes ------------------------------------------------------------------
@@ -130,6 +134,8 @@ class Tensor:
     # ---- host access -----------------------------------------------------------------
     def numpy(self):
         """A NumPy copy (or view, on the CPU) of the data, detached from the tape."""
+        if autograd._recorder is not None:  # a captured time step reads a value: it must run eagerly
+            autograd._recorder.append(autograd.HOST_READ)
         return backend.to_host(self.data)
 
     def item(self):
@@ -247,10 +253,8 @@ class Tensor:
         if isinstance(other, Tensor):
             _same_device(name, self, other)
             other = other.data
-        try:
-            return Tensor._make(getattr(self.data, name)(other), None, 0)
-        except ValueError as e:
-            raise ValueError(f"{name.strip('_')}: {e}") from None
+        with autograd.no_grad():  # an op, so that a captured time step replays it; no gradient
+            return ops.Compare.apply(self, other, name=name)
 
     def __lt__(self, other): return self._compare(other, "__lt__")
     def __le__(self, other): return self._compare(other, "__le__")
