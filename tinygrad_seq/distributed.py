@@ -229,11 +229,8 @@ class NCCLCommunicator(Communicator):
         self.rank, self.size = self.mpi.rank, self.mpi.size
         self.local_rank, self.local_size = self.mpi.local_rank, self.mpi.local_size
         if nccl is None:
-            backend.parse_device("cuda")  # loads CuPy, or raises naming the cuda extra
-            import cupy
-            from cupy.cuda import nccl
-            cupy.cuda.Device(self.local_rank).use()
-            stream = stream or (lambda: cupy.cuda.get_current_stream().ptr)
+            nccl, current_stream = backend.load_nccl(self.local_rank)
+            stream = stream or current_stream
         self.nccl, self._stream = nccl, stream or (lambda: 0)
         self.device = f"{device_kind}:{self.local_rank}"
         unique_id = self.mpi.broadcast_object(nccl.get_unique_id() if self.rank == 0 else None)
