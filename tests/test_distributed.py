@@ -321,6 +321,7 @@ def test_per_rank_seeds_differ_and_rank_zero_keeps_the_seed():
 def test_excepthook_prints_the_traceback_and_aborts(monkeypatch, capsys):
     world = ThreadWorld(2)
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(dist, "ABORT_GRACE_SECONDS", 0.0)
     hook = dist.install_abort_on_exception(world.comms[1])
     try:
         raise KeyError("lost")

@@ -34,7 +34,7 @@ whole job (MPI_Abort), so the other ranks never wait forever in a collective.
 """
 import os
 import sys
-import threading
+import time
 import traceback
 
 from . import backend
@@ -55,6 +55,7 @@ LAUNCHER_VARIABLES = ("PMI_SIZE", "PMI_RANK",              # MPICH (hydra), Inte
                       "PMIX_RANK",                         # PMIx launchers (Open MPI 5, Slurm --mpi=pmix)
                       "MV2_COMM_WORLD_SIZE")               # MVAPICH
 
+ABORT_GRACE_SECONDS = 1.0  # between printing an uncaught exception and aborting every rank
 DEFAULT_BUCKET_BYTES = 25 * 2**20  # as PyTorch DDP's bucket_cap_mb=25; Horovod's fusion threshold is 64 MiB
 
 
@@ -337,6 +338,9 @@ def install_abort_on_exception(comm):
             sys.stderr.write(f"[rank {comm.rank} of {comm.size}] uncaught exception, aborting every rank:\n{text}")
             sys.stderr.flush()
             sys.stdout.flush()
+            # let the launcher forward this output before MPI_Abort tears the job down (hydra may drop
+            # output still in flight); the other ranks are blocked in a collective meanwhile
+            time.sleep(ABORT_GRACE_SECONDS)
         finally:
             comm.abort(1)
         previous(kind, value, tb)  # only reached if abort returned (it should not)
