@@ -66,6 +66,15 @@ def _load_cupy():
                              make_rng, lambda a: f"cuda:{a.device.id}"))
 
 
+def load_nccl(ordinal):
+    """cupy.cuda.nccl with GPU `ordinal` made current, and a function giving the current stream's pointer."""
+    parse_device("cuda")  # loads CuPy, or raises naming the cuda extra
+    import cupy
+    from cupy.cuda import nccl
+    cupy.cuda.Device(ordinal).use()
+    return nccl, lambda: cupy.cuda.get_current_stream().ptr
+
+
 def parse_device(device):
     """Normalise "cpu" / "cuda" / "cuda:N" (or None -> "cpu") to "cpu" or "kind:N"."""
     if device is None:
