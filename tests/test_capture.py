@@ -495,3 +495,17 @@ def _peak(T, **options):
 def test_sqrt_checkpointing_cuts_peak_memory_at_10000_steps():
     stored, checkpointed = _peak(10_000), _peak(10_000, checkpoint="sqrt")
     assert checkpointed * 5 <= stored, (stored, checkpointed)
+
+
+@pytest.mark.parametrize("checkpoint", [None, 2])
+def test_retained_graph_backpropagates_twice(checkpoint):
+    layer = make_layer("lstm", "tanh", 2, 3, seeded(27), checkpoint=checkpoint)
+    x = tg.Tensor(seeded(28).standard_normal((6, 2, 2)), requires_grad=True)
+    out, _ = layer(x)
+    loss = (out * out).sum()
+    loss.backward(retain_graph=True)
+    first = x.grad.numpy().copy()
+    loss.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * first, rtol=1e-12)
+    with pytest.raises(RuntimeError, match="freed"):
+        loss.backward()

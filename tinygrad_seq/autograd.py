@@ -132,7 +132,7 @@ class Function:
     @property
     def needs_input_grad(self):
         """One bool per input: does it want a gradient?"""
-        return tuple(p is not None for p in self.parents)
+        return tuple([p is not None for p in self.parents])
 
     def save_for_backward(self, *arrays):
         self.saved_arrays = arrays

@@ -80,8 +80,9 @@ class Fallback(Exception):
 # ---- recording: one step's log resolved into a program ---------------------------------
 
 class _Op:
-    """One recorded op: `args` are env slots; outputs go to slots out .. out + n_out - 1."""
-    __slots__ = ("cls", "args", "kwargs", "out", "n_out", "parents", "grad_args", "invariant")
+    """One recorded op: `args` are env slots; outputs go to slots out .. end - 1. grad_args lists
+    (argument index, slot, shape, dtype) for the arguments whose gradient is needed."""
+    __slots__ = ("cls", "args", "kwargs", "out", "end", "n_out", "parents", "grad_args", "invariant")
 
 
 class _Program:
@@ -178,9 +179,10 @@ def _program(log, x_t, state, new):
         op.cls, op.kwargs, op.parents = type(ctx), kwargs, tuple(p is not None or None for p in ctx.parents)
         resolved = [program.resolve(a, p is not None) for a, p in zip(args, ctx.parents)]
         op.args = [slot for slot, _ in resolved]
-        op.grad_args = [(j, slot) for j, (slot, grad) in enumerate(resolved) if grad]
+        op.grad_args = [(j, slot) + program.shapes[slot] for j, (slot, grad) in enumerate(resolved) if grad]
         outs = result if type(result) is tuple else (result,)
         op.out, op.n_out = len(program.kinds), len(outs)
+        op.end = op.out + op.n_out
         for o in outs:
             program.tensor_slot[id(o)] = program.new_slot("op", o.data)
         program.keep.append(result)
@@ -240,18 +242,19 @@ def _check_same_program(first, second):
 
 # ---- replay --------------------------------------------------------------------------
 
-def _run_ops(ops, env, contexts):
+def _run_ops(ops, env, contexts, array_type):
     """Run `ops` on the slot list `env`, appending each op's context to `contexts`."""
+    append = contexts.append
     for op in ops:
         cls = op.cls
         ctx = cls.__new__(cls)
         ctx.parents = op.parents
         out = ctx.forward(*[env[s] for s in op.args], **op.kwargs)
         if op.n_out == 1:
-            env[op.out] = out if backend.is_array(out) else backend.as_array(out, backend.device_of(env[op.args[0]]))
+            env[op.out] = out if type(out) is array_type else backend.as_array(out, backend.device_of(env[0]))
         else:
-            env[op.out:op.out + op.n_out] = out
-        contexts.append(ctx)
+            env[op.out:op.end] = out
+        append(ctx)
 
 
 class _Run:
@@ -287,12 +290,12 @@ class Loop(Function):
 
     def forward(ctx, xs, *arrays, run):
         program, S = run.program, run.program.n_state
-        ctx.run, ctx.xs = run, xs
+        ctx.run, ctx.xs, ctx.array_type = run, xs, type(xs)
         ctx.env = env = list(program.values)
         for (slot, _), array in zip(program.outside, arrays[S:]):
             env[slot] = array
         ctx.invariant_contexts = []
-        _run_ops(run.invariant_ops, env, ctx.invariant_contexts)
+        _run_ops(run.invariant_ops, env, ctx.invariant_contexts, ctx.array_type)
         state = list(arrays[:S])
         T = xs.shape[0]
         out = backend.array_namespace(xs).empty((T,) + state[0].shape, dtype=state[0].dtype)
@@ -312,26 +315,24 @@ class Loop(Function):
 
     def step(ctx, t, state):
         """Step t's forward from `state`: its op contexts and the new state (before lengths)."""
-        env, program, contexts = ctx.env[:], ctx.run.program, []
+        env, contexts = ctx.env[:], []
         env[0] = ctx.xs[t]
         env[1:1 + len(state)] = state
-        _run_ops(ctx.run.step_ops, env, contexts)
-        return contexts, [env[s] for s in program.outputs]
+        _run_ops(ctx.run.step_ops, env, contexts, ctx.array_type)
+        return contexts, [env[s] for s in ctx.run.program.outputs]
 
     def backward(ctx, g_out, *g_state):
-        run = ctx.run
-        program, S, T = run.program, run.program.n_state, ctx.xs.shape[0]
+        run, T = ctx.run, ctx.xs.shape[0]
+        program, S = run.program, run.program.n_state
         needs = ctx.needs_input_grad
-        xp = backend.array_namespace(ctx.xs)
-        array_type = type(ctx.xs)
-        dxs = xp.zeros_like(ctx.xs) if needs[0] else None
+        dxs = backend.array_namespace(ctx.xs).zeros_like(ctx.xs) if needs[0] else None
         g_state = list(g_state)
-        outside, owned = {}, set()  # env slot -> summed gradient over steps, as in autograd._walk
+        summed, owned = [None] * len(program.kinds), set()  # per static slot: its gradient summed over steps
         every = run.every or T
         for start in reversed(range(0, T, every)):
             stop = min(start + every, T)
             if run.every:  # recompute the segment's contexts from its checkpoint
-                state, contexts = ctx.checkpoints.pop(start), []
+                state, contexts = ctx.checkpoints[start], []
                 for t in range(start, stop):
                     step_contexts, new = ctx.step(t, state)
                     contexts.append(step_contexts)
@@ -340,86 +341,78 @@ class Loop(Function):
                 contexts = ctx.contexts[start:stop]
             for t in reversed(range(start, stop)):
                 if g_out is not None:
-                    g_state[0] = g_out[t] if g_state[0] is None else _accumulate(g_state[0], g_out[t], ("out", t), owned)
-                g_state = _backward_step(ctx, run, contexts[t - start], g_state, t, dxs, outside, owned,
-                                         array_type, xp)
-            if run.every:  # keep memory per segment: evaluate lazy weight gradients now
-                for slot, g in outside.items():
-                    if type(g) is ProductSum:
-                        outside[slot] = g.evaluate()
+                    g_state[0] = g_out[t] if g_state[0] is None else _accumulate(g_state[0], g_out[t], "out", set())
+                g_state = _backward_step(ctx, contexts[t - start], g_state, t, dxs, summed, owned)
+            if run.every:  # memory per segment: evaluate the lazy weight gradients now
+                for slot in run.static_slots:
+                    if type(summed[slot]) is ProductSum:
+                        summed[slot] = summed[slot].evaluate()
                         owned.add(slot)
-        ctx.contexts = ctx.checkpoints = None
-        _backward_ops(run.invariant_ops, ctx.invariant_contexts, outside, owned, program, array_type)
+        _backward_ops(run.invariant_ops, ctx.invariant_contexts, summed, owned, ctx.array_type)
         grads = [dxs] + [g if need else None for g, need in zip(g_state, needs[1:1 + S])]
-        grads += [outside.get(slot) for slot, _ in program.outside]
-        return tuple(grads)
+        return tuple(grads + [summed[slot] for slot, _ in program.outside])
 
 
-def _backward_step(ctx, run, contexts, g_state, t, dxs, outside, owned, array_type, xp):
+def _backward_step(ctx, contexts, g_state, t, dxs, summed, owned):
     """Step t's backward: the gradient of the state before it, given that after it."""
+    run = ctx.run
     program = run.program
-    genv = [None] * len(program.kinds)
+    genv, step_owned = [None] * len(program.kinds), set()
+    passed = None
     if t >= run.shortest:  # rows past their length kept the old state: their gradient passes through
+        passed = [None] * len(g_state)
         valid = run.valid[t]
-        passed = []
         for k, g in enumerate(g_state):
-            if g is None:
-                passed.append(None)
-                continue
-            if type(g) is ProductSum:
-                g = g.evaluate()
-            mask = valid.reshape(valid.shape + (1,) * (g.ndim - 1))
-            zero = g.dtype.type(0)
-            passed.append(xp.where(mask, zero, g))
-            g_state[k] = xp.where(mask, g, zero)
-    else:
-        passed = None
-    step_owned = set()
+            if g is not None:
+                g = g.evaluate() if type(g) is ProductSum else g
+                mask = valid.reshape(valid.shape + (1,) * (g.ndim - 1))
+                zero = g.dtype.type(0)
+                xp = backend.array_namespace(g)
+                passed[k], g_state[k] = xp.where(mask, zero, g), xp.where(mask, g, zero)
     for slot, g in zip(program.outputs, g_state):
         if g is not None:
             genv[slot] = g if genv[slot] is None else _accumulate(genv[slot], g, slot, step_owned)
     ops = run.recorded[t][0] if t < len(run.recorded) else run.step_ops  # recorded steps: their own needs
-    _backward_ops(ops, contexts, genv, step_owned, program, array_type)
+    _backward_ops(ops, contexts, genv, step_owned, ctx.array_type)
     if dxs is not None and genv[0] is not None:
         dxs[t] = genv[0].evaluate() if type(genv[0]) is ProductSum else genv[0]
     for slot in run.static_slots:
         g = genv[slot]
         if g is not None:
-            outside[slot] = g if slot not in outside else _accumulate(outside[slot], g, slot, owned)
+            summed[slot] = g if summed[slot] is None else _accumulate(summed[slot], g, slot, owned)
     new_state = genv[1:1 + program.n_state]
     if passed is not None:
-        new_state = [p if g is None else g if p is None else _accumulate(g, p, ("passed", k), step_owned)
-                     for k, (g, p) in enumerate(zip(new_state, passed))]
+        new_state = [p if g is None else g if p is None else _accumulate(g, p, "passed", set())
+                     for g, p in zip(new_state, passed)]
     return new_state
 
 
-def _backward_ops(ops, contexts, genv, owned, program, array_type):
-    """Run `ops`' backward in reverse, reading and summing gradients in the slot table `genv`
-    (a list, or a dict for the outside slots of invariant ops)."""
-    shapes = program.shapes
+def _backward_ops(ops, contexts, genv, owned, array_type):
+    """Run `ops`' backward in reverse, reading and summing gradients in the slot list `genv`."""
     for op, ctx in zip(reversed(ops), reversed(contexts)):
         if not op.grad_args:
             continue
-        if isinstance(genv, dict):
-            grads = [genv.get(op.out + k) for k in range(op.n_out)]
+        if op.n_out == 1:
+            g = genv[op.out]
+            if g is None:
+                continue
+            input_grads = ctx.backward(g.evaluate() if type(g) is ProductSum else g)
         else:
-            grads = genv[op.out:op.out + op.n_out]
-        if all(g is None for g in grads):
-            continue
-        grads = [g.evaluate() if type(g) is ProductSum else g for g in grads]
-        input_grads = ctx.backward(*grads)
+            grads = genv[op.out:op.end]
+            if all(g is None for g in grads):
+                continue
+            input_grads = ctx.backward(*[g.evaluate() if type(g) is ProductSum else g for g in grads])
         if type(input_grads) is not tuple:
             input_grads = (input_grads,)
-        for j, slot in op.grad_args:
+        for j, slot, shape, dtype in op.grad_args:
             g = input_grads[j]
             if g is None:
                 continue
-            shape, dtype = shapes[slot]
             if type(g) is ProductSum:
                 g.dtype = dtype
-            elif g.shape != shape or g.dtype != dtype or type(g) is not array_type:
+            elif type(g) is not array_type or g.shape != shape or g.dtype != dtype:
                 g = _reduce_to(g, shape, dtype, array_type, ctx, j)
-            current = genv.get(slot) if isinstance(genv, dict) else genv[slot]
+            current = genv[slot]
             genv[slot] = g if current is None else _accumulate(current, g, slot, owned)
 
 
