@@ -148,6 +148,8 @@ class Function:
         Python scalars pass through unchanged.
         """
         edge = self.parents[i]
+        if not backend.is_array(array) and (edge is not None or hasattr(array, "dtype")):
+            array = backend.as_array(array)  # a NumPy scalar from a 0-d op result (on the host)
         if type(edge) is Edge:
             return Tensor._make(array, edge.node, edge.index)
         if type(edge) is LeafEdge:
@@ -156,7 +158,7 @@ class Function:
 
     def output_tensor(self, k, array):
         """Output k (its data `array`) as a Tensor made by this node (for backward_graph)."""
-        return Tensor._make(array, self, k)
+        return Tensor._make(array if backend.is_array(array) else backend.as_array(array), self, k)
 
     @property
     def name(self):

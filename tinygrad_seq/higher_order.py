@@ -213,7 +213,7 @@ def _grad_outputs(outputs, grad_outputs):
     """One Tensor per output: the given ones (checked), or ones for single-element outputs."""
     if grad_outputs is None:
         grad_outputs = [None] * len(outputs)
-    elif isinstance(grad_outputs, Tensor):
+    elif isinstance(grad_outputs, Tensor) or autograd.backend.is_array(grad_outputs):
         grad_outputs = [grad_outputs]
     else:
         grad_outputs = list(grad_outputs)

@@ -11,7 +11,7 @@ outputs it needs as tape Tensors with `ctx.input_tensor(i, array)` and
 """
 from . import autograd
 from .autograd import Function, ProductSum
-from .backend import array_namespace, device_of, is_array, scatter_add, to_device
+from .backend import array_namespace, as_array, device_of, is_array, scatter_add, to_device
 
 
 def _namespace(*values):
@@ -21,7 +21,7 @@ def _namespace(*values):
 
 def _constant(array):
     """A Tensor off the tape (masks and shares: piecewise constant, so no second derivative)."""
-    return autograd.Tensor._make(array, None, 0)
+    return autograd.Tensor._make(array if is_array(array) else as_array(array), None, 0)  # NumPy scalars: 0-d
 
 
 # ---- elementwise, binary -------------------------------------------------------------
