@@ -293,3 +293,18 @@ def test_deep_chain_create_graph_has_no_recursion():
     (g,) = tg.grad((y * x).sum(), x, create_graph=True)
     (h,) = tg.grad(g.sum(), x)
     np.testing.assert_allclose(h.numpy(), [2 * 1.0001 ** 3000])
+
+
+# ---- the README's section runs ------------------------------------------------------------------
+
+def test_readme_higher_order_section_runs(capsys):
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Higher-order gradients", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "|Hv - finite differences|" in out and out.strip().endswith("True")
