@@ -308,3 +308,26 @@ def test_readme_higher_order_section_runs(capsys):
         exec(compile(block, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "|Hv - finite differences|" in out and out.strip().endswith("True")
+
+
+def test_grad_walks_only_what_leads_to_its_inputs():
+    """Upstream of an intermediate input the walk stops, so a node without backward_graph there is never asked."""
+    class NoSecondOrder(Function):
+        def forward(ctx, a):
+            return a * 2
+
+        def backward(ctx, g):
+            raise AssertionError("not needed: the walk should stop at h")
+
+    x = t64([0.3, 0.6])
+    h = NoSecondOrder.apply(x).tanh()
+    (gh,) = tg.grad((h ** 3).sum(), h, create_graph=True)
+    np.testing.assert_allclose(gh.numpy(), 3 * h.numpy() ** 2)
+
+
+def test_detect_anomaly_names_the_op_in_a_create_graph_backward():
+    x = t64([0.0, 1.0])
+    with tg.detect_anomaly():
+        y = (x.sqrt()).sum()
+        with pytest.raises(FloatingPointError, match="Pow backward produced NaN or inf"):
+            tg.grad(y, x, create_graph=True)

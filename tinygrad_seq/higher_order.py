@@ -156,7 +156,16 @@ def walk(outputs, grads, create_graph, retain_graph, inputs=None, retain_grads=F
                 raise RuntimeError(f"backward: the graph was already freed by an earlier backward() (reached "
                                    f"{node.name} again); pass retain_graph=True to the first backward() "
                                    "to backpropagate through the same graph twice")
-            input_grads = _backward_rule(node, grads_in, create_graph)
+            try:
+                input_grads = _backward_rule(node, grads_in, create_graph)
+            except FloatingPointError as e:  # an op recorded by backward_graph, under detect_anomaly
+                if not (autograd._detect_anomaly and "site" in node.__dict__):
+                    raise
+                raise FloatingPointError(f"detect_anomaly: {node.name} backward produced NaN or inf; the op was "
+                                         f"created at {node.site}; input shapes {node.input_shapes} ({e})") from None
+            if autograd._detect_anomaly and "site" in node.__dict__:
+                autograd._check_finite(node.name, node.site, [None if g is None else g.data for g in input_grads],
+                                       node.input_shapes, "backward")
             parents = node.parents
             if len(input_grads) != len(parents):
                 raise RuntimeError(f"{node.name}.backward{'_graph' * create_graph} returned {len(input_grads)} "
