@@ -35,6 +35,29 @@ def test_second_derivatives_match_finite_differences(spec, data):
                          seed=data.draw(st.integers(0, 2 ** 16), label="seed"))
 
 
+@pytest.mark.parametrize("spec", OPS, ids=repr)
+@settings(max_examples=4)
+@given(data=st.data())
+def test_backward_graph_gives_the_same_first_derivatives_as_backward(spec, data):
+    """gradgradcheck differentiates backward_graph; this pins its values to the raw rule's (tested in test_ops)."""
+    case = data.draw(spec.case, label="case")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
+    xs = leaves(case, F64, "cpu")
+    floats = [x for x in xs if x.requires_grad]
+    outs = spec.run("cpu", *xs, **case.kw)
+    outs = [o for o in (outs if isinstance(outs, tuple) else (outs,)) if o.requires_grad]
+    vs = [t64(rng.uniform(-1, 1, o.shape), False) for o in outs]
+    if not outs:
+        return
+    raw = tg.grad(outs, floats, vs, retain_graph=True, allow_unused=True)
+    recorded = tg.grad(outs, floats, vs, create_graph=True, allow_unused=True)
+    for k, (a, b) in enumerate(zip(raw, recorded)):
+        assert (a is None) == (b is None), f"input {k}"
+        if a is not None:
+            assert a.shape == b.shape and a.dtype == b.dtype, f"input {k}"
+            np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-12, atol=1e-14, err_msg=f"input {k}")
+
+
 def test_every_op_class_has_a_backward_graph():
     classes = [c for c in vars(ops).values() if isinstance(c, type) and issubclass(c, Function) and c is not Function]
     assert len(classes) >= 28
