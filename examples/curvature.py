@@ -138,7 +138,8 @@ def plot(path, history, args):
     right.set_yscale("log")
     right.set_xlabel("gradient descent step")
     right.set_title("training loss (full batch)")
-    fig.suptitle(f"LSTM(2, {args.hidden}) on recall over T = {args.length}, {args.examples} sequences, lr = {args.lr:g}")
+    fig.suptitle(f"LSTM(2, {args.hidden}) on recall over T = {args.length}, {args.examples} sequences, "
+                 f"lr = {args.lr:g}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 import tinygrad_seq as tg
 from tinygrad_seq import Function, Tensor
-from tinygrad_seq import functional as F
 from tinygrad_seq import ops
 from tinygrad_seq.gradcheck import GradcheckError, gradgradcheck
 from test_ops import OPS, leaves

@@ -259,7 +259,8 @@ def _cell_and_inputs(module, x, layer, direction):
             layers = module.cells()
         else:
             x = _layout(x, module.batch_first)
-            layers = [(c, module.reverse_cells[k] if module.bidirectional else None) for k, c in enumerate(module.cells)]
+            reverse = module.reverse_cells if module.bidirectional else [None] * len(module.cells)
+            layers = list(zip(module.cells, reverse))
         if not -len(layers) <= layer < len(layers):
             raise ValueError(f"state_jacobians: layer {layer} out of range; the module has {len(layers)}")
         layer %= len(layers)
@@ -278,7 +279,8 @@ def _flat(state):
     """A state (a Tensor or a tuple of them, batch first) as one (B, S) Tensor, and how to undo it."""
     parts = state if isinstance(state, tuple) else (state,)
     shapes = [tuple(p.shape[1:]) for p in parts]
-    flat = cat([p.reshape(p.shape[0], -1) for p in parts], axis=1) if len(parts) > 1 else parts[0].reshape(parts[0].shape[0], -1)
+    rows = [p.reshape(p.shape[0], -1) for p in parts]
+    flat = cat(rows, axis=1) if len(rows) > 1 else rows[0]
     sizes = [p.size // p.shape[0] if p.shape[0] else 0 for p in parts]
 
     def unflat(f):

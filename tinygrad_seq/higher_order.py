@@ -285,8 +285,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     return tuple(result)
 
 
-def backward(root, grad, retain_graph):
-    """root.backward(grad, create_graph=True): leaf .grad become Tensors on the tape."""
+def backward(root, grad):
+    """root.backward(grad, create_graph=True): leaf .grad become Tensors on the tape (the graph is kept)."""
     leaves, _ = walk([root], [grad], True, True, retain_grads=True)
     for leaf, g in leaves.values():
         leaf.grad = g if leaf.grad is None else leaf.grad + g

@@ -58,7 +58,8 @@ class Mul(Function):
 
     def backward_graph(ctx, g):
         need_a, need_b = ctx.needs_input_grad
-        return (g * ctx.input_tensor(1, ctx.b) if need_a else None), (g * ctx.input_tensor(0, ctx.a) if need_b else None)
+        ga = g * ctx.input_tensor(1, ctx.b) if need_a else None
+        return ga, (g * ctx.input_tensor(0, ctx.a) if need_b else None)
 
 
 class Div(Function):

@@ -182,8 +182,8 @@ class Tensor:
                 grad = grad.astype(self.dtype)
         if create_graph:
             from . import higher_order
-            root_grad = original if isinstance(original, Tensor) and original.data is grad else Tensor._make(grad, None, 0)
-            higher_order.backward(self, root_grad, True)
+            on_tape = isinstance(original, Tensor) and original.data is grad  # keep a grad that requires grad
+            higher_order.backward(self, original if on_tape else Tensor._make(grad, None, 0))
             return
         autograd.backward(self, grad, bool(retain_graph))
 
