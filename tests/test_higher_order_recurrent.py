@@ -326,3 +326,26 @@ def test_lstm_second_derivatives_match_torch_double_backward():
     second_t = torch.autograd.grad(dot_t, [xt] + list(ref.parameters()))
     for k, (a, b) in enumerate(zip(second, second_t)):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-11, err_msg=f"input {k}")
+
+
+# ---- on every device (the fake CuPy-like device everywhere, CUDA where there is one) ------------
+
+def test_second_derivatives_on_a_device_match_the_cpu(device):
+    """An LSTM's Hessian-vector product and a state Jacobian computed on `device` == on the CPU."""
+    rng = seeded(13)
+    x_np, v_np = rng.normal(size=(4, 2, 3)), rng.normal(size=(16, 4))
+
+    def products(dev):
+        tg.manual_seed(13)
+        layer = nn.LSTM(3, 4, dtype=F64).to(dev)
+        x = Tensor(x_np, device=dev, requires_grad=True)
+        out, (h, c) = layer(x)
+        loss = (out.tanh() ** 2).sum() + c.sum()
+        gx, gw = tg.grad(loss, [x, layer.weight_hh_l0], create_graph=True)
+        (hv,) = tg.grad((gw * Tensor(v_np, device=dev)).sum() + gx.sum(), layer.weight_hh_l0)
+        J = state_jacobians(layer, x.detach())
+        assert hv.device == x.device and J.device == x.device
+        return hv.numpy(), J.numpy()
+
+    for a, b in zip(products(device), products("cpu")):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
