@@ -3,7 +3,8 @@ from .autograd import Function, detect_anomaly, enable_grad, is_grad_enabled, no
 from .backend import bool_, float16, float32, float64, int32, int64, manual_seed
 from .tensor import (Tensor, arange, cat, full, maximum, minimum, ones, ones_like, rand, randn, stack,
                      where, zeros, zeros_like)
-from . import diagnostics, functional, nn, optim
+from . import autograd_functional, diagnostics, functional, nn, optim
 from .diagnostics import gradient_flow, to_dot
-from .gradcheck import gradcheck
+from .gradcheck import gradcheck, gradgradcheck
+from .higher_order import grad
 from .serialization import load, save

@@ -120,6 +120,11 @@ class Function:
     no gradient) and returns one gradient per input (an array or None), in input order.
     `ctx.needs_input_grad[i]` tells whether input i wants a gradient. Call the op with
     `MyFunction.apply(*tensors, **kwargs)`.
+
+    To be differentiable twice (backward(create_graph=True), grad(..., create_graph=True)),
+    also write backward_graph(ctx, *grads): the same rule on Tensors (None for outputs without
+    a gradient), built from Tensor ops, returning Tensors. It gets the op's inputs and outputs
+    back on the tape with `ctx.input_tensor(i, saved_array)` and `ctx.output_tensor(k, saved_array)`.
     """
     __slots__ = ("parents", "array_type", "n_outputs", "hooks", "released", "__dict__")
 
@@ -136,6 +141,26 @@ class Function:
 
     def save_for_backward(self, *arrays):
         self.saved_arrays = arrays
+
+    def input_tensor(self, i, array):
+        """Input i, whose data forward saw as `array`, as a Tensor on the tape (for backward_graph).
+
+        A leaf that requires grad is that leaf; an op's output is that output again (so
+        second derivatives flow back through it); an input without a gradient is a constant.
+        Python scalars pass through unchanged.
+        """
+        edge = self.parents[i]
+        if not backend.is_array(array) and (edge is not None or hasattr(array, "dtype")):
+            array = backend.as_array(array)  # a NumPy scalar from a 0-d op result (on the host)
+        if type(edge) is Edge:
+            return Tensor._make(array, edge.node, edge.index)
+        if type(edge) is LeafEdge:
+            return edge.tensor
+        return Tensor._make(array, None, 0) if backend.is_array(array) else array
+
+    def output_tensor(self, k, array):
+        """Output k (its data `array`) as a Tensor made by this node (for backward_graph)."""
+        return Tensor._make(array if backend.is_array(array) else backend.as_array(array), self, k)
 
     @property
     def name(self):

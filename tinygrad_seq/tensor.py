@@ -160,17 +160,25 @@ class Tensor:
         return bool(self.item())
 
     # ---- autograd --------------------------------------------------------------------
-    def backward(self, grad=None, retain_graph=False):
-        """Accumulate d(self)/d(leaf) into every leaf's .grad (grad: the upstream gradient)."""
+    def backward(self, grad=None, retain_graph=None, create_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's .grad (grad: the upstream gradient).
+
+        retain_graph (default: create_graph) keeps the graph for another backward.
+        create_graph=True records the backward pass on the tape, so the leaves' .grad are
+        Tensors that can be differentiated again (see higher_order.py); they are then
+        accumulated out of place (.grad = .grad + g).
+        """
         if not self._requires_grad:
             raise RuntimeError("backward: this tensor does not require grad and has no grad_fn "
                                "(did you forget requires_grad=True, or run inside no_grad()?)")
+        original = None
         if grad is None:
             if self.data.size != 1:
                 raise RuntimeError(f"backward: grad can be implicitly created only for a tensor with one "
                                    f"element; this one has shape {self.shape}, so pass grad=")
             grad = backend.array_namespace(self.data).ones(self.shape, dtype=self.dtype)
         else:
+            original = grad
             grad = grad.data if isinstance(grad, Tensor) else backend.new_array(grad, self.dtype, self.device)
             if grad.shape != self.shape:
                 raise ValueError(f"backward: grad has shape {grad.shape}, expected {self.shape}")
@@ -178,7 +186,12 @@ class Tensor:
                 raise ValueError(f"backward: grad is on {backend.device_of(grad)}, the tensor on {self.device}")
             if grad.dtype != self.dtype:
                 grad = grad.astype(self.dtype)
-        autograd.backward(self, grad, retain_graph)
+        if create_graph:
+            from . import higher_order
+            on_tape = isinstance(original, Tensor) and original.data is grad  # keep a grad that requires grad
+            higher_order.backward(self, original if on_tape else Tensor._make(grad, None, 0))
+            return
+        autograd.backward(self, grad, bool(retain_graph))
 
     def detach(self):
         """The same data, cut from the tape (shares memory)."""
