@@ -3,7 +3,7 @@ from .autograd import Function, detect_anomaly, enable_grad, is_grad_enabled, no
 from .backend import bool_, float16, float32, float64, get_rng_state, int32, int64, manual_seed, set_rng_state
 from .tensor import (Tensor, arange, cat, full, maximum, minimum, ones, ones_like, rand, randn, stack,
                      where, zeros, zeros_like)
-from . import diagnostics, functional, nn, optim
+from . import data, diagnostics, functional, nn, optim, utils
 from .diagnostics import gradient_flow, to_dot
 from .gradcheck import gradcheck
 from .serialization import load, save

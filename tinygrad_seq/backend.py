@@ -170,6 +170,11 @@ def rng(device):
     return gen
 
 
+def host_rng(seed):
+    """A NumPy Generator of its own (not one of the library's streams), e.g. for a sampler's seed."""
+    return numpy.random.default_rng(seed)
+
+
 def get_rng_state():
     """A snapshot of every random stream the library uses, per device, that `save` can write.
 
