@@ -7,3 +7,7 @@ from . import data, diagnostics, functional, nn, optim, utils
 from .diagnostics import gradient_flow, to_dot
 from .gradcheck import gradcheck
 from .serialization import load, save
+from .threads import get_num_threads, set_num_threads
+from . import threads
+
+threads.apply_default()  # one BLAS thread unless the user chose otherwise (see threads.py)
