@@ -205,3 +205,15 @@ def test_errors():
 def test_utils_data_alias():
     from tinygrad_seq.utils.data import DataLoader as Aliased
     assert Aliased is DataLoader and tg.utils.data.PadCollate is PadCollate
+
+
+def test_batches_stay_on_the_examples_device(device):
+    seqs = [tg.randn(n, 2, device=device) for n in (3, 1, 2)]
+    padded, lengths = PadCollate()(seqs)
+    assert padded.device == seqs[0].device and padded.shape == (3, 3, 2) and lengths.device == "cpu"
+    want = nn.utils.pad_sequence(seqs)
+    np.testing.assert_array_equal(padded.numpy(), want.numpy())
+    stacked = default_collate([tg.randn(2, device=device) for _ in range(4)])
+    assert stacked.device == seqs[0].device and stacked.shape == (4, 2)
+    raw = default_collate([s.data[:1] for s in seqs])
+    assert raw.device == seqs[0].device and raw.shape == (3, 1, 2)
