@@ -39,7 +39,7 @@ __all__ = ["save", "load"]
 
 MANIFEST = "__tinygrad_seq__.json"
 FORMAT = "tinygrad_seq.checkpoint"
-MAX_MANIFEST_BYTES = 64 * 2**20
+MAX_MANIFEST_BYTES = 16 * 2**20  # structure only: a large model's manifest is a few hundred KB
 _NODE_KEYS = {"dict": set(), "list": set(), "tuple": set(), "array": {"device"},
               "tensor": {"device", "requires_grad"}, "scalar": set()}
 
