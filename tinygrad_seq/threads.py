@@ -13,7 +13,8 @@ small or medium (a recurrent step multiplies a (B, H) state by an (H, 4H) weight
 2-core machine shared with other work, OpenBLAS's threads wait for each other: measured with
 benchmarks/bench_threads.py at load average 4, two threads made the README's LSTM 3.6x slower,
 a (T=100, B=64, 128->256) LSTM training step 4.6x slower and even a (512->1024) one 2.6x slower.
-On an idle machine a second thread helps only the large matmuls. If any of
+On an idle machine a second thread can only pay off where matmuls dominate the time (hidden
+sizes of 512 and more); measure before raising it. If any of
 TINYGRAD_SEQ_NUM_THREADS, OPENBLAS_NUM_THREADS, OMP_NUM_THREADS or MKL_NUM_THREADS is set, the
 user has chosen: TINYGRAD_SEQ_NUM_THREADS is applied, the others are left to the BLAS library.
 """
