@@ -41,6 +41,9 @@ def test_set_and_get(restore_threads):
     assert tg.get_num_threads() == 2
     tg.set_num_threads(1)
     assert tg.get_num_threads() == 1
+
+
+def test_bad_thread_counts():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="expected a positive integer"):
             tg.set_num_threads(bad)
