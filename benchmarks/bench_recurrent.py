@@ -127,6 +127,9 @@ def load_tinygrad(args):
         tg.nn.LSTM, tg.nn.GRU, tg.nn.RNN, tg.Tensor  # noqa: B018  the names we call
     except Exception as e:
         return None, "not available (%s: %s)" % (type(e).__name__, e)
+    # importing tinygrad_seq sets BLAS to one thread unless the environment chose: keep this
+    # benchmark's documented default (all cores) for the floor and the engine alike
+    tg.set_num_threads(args.threads or available_cores())
     return tg, None
 
 
