@@ -31,17 +31,73 @@ held-out sequences.
     python examples/binary_sequences.py            # about a minute on two CPU cores
     python examples/binary_sequences.py --quick    # seconds (smoke test)
 """
+import argparse
+import json
+import sys
 import time
 from pathlib import Path
 
-# _common first: it limits BLAS threads before NumPy loads and makes tinygrad_seq importable
-from _common import load_pyplot, make_parser, parse_with_quick, save_figure, seeded_rng, tqdm
 import numpy as np
-import tinygrad_seq as tg
+
+try:
+    import tinygrad_seq as tg
+except ImportError:  # run from a source checkout without `pip install -e .`: use the checkout's package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import tinygrad_seq as tg
 from tinygrad_seq import functional as F
 from tinygrad_seq import nn, optim
 
 MODELS = ("RNN", "LSTM", "GRU")
+
+try:
+    from tqdm import tqdm
+except ImportError:  # tqdm is optional (pip install -e ".[examples]"): plain loops without bars
+    class tqdm:
+        def __init__(self, iterable=None, **kwargs):
+            self.iterable = iterable
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def set_postfix(self, *args, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+        write = staticmethod(print)
+
+
+def load_pyplot(skipping="the plot"):
+    """matplotlib.pyplot on the file-only Agg backend, or None (saying so) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"matplotlib is not installed: skipping {skipping} (pip install -e '.[examples]')")
+        return None
+    return plt
+
+
+def save_figure(fig, path, dpi):
+    """Lay out `fig`, write it to `path` (creating the folder), close it; returns `path`."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def write_metrics(out_dir, metrics):
+    """out_dir/metrics.json (creating the folder); returns its path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=1, default=lambda v: v.tolist()))  # NumPy values as lists
+    return path
+
+
 QUICK = dict(recall_lengths="2,4", parity_lengths="2", steps=150, parity_steps=150, batch=32, eval_size=256, seeds=1)
 
 
@@ -200,7 +256,8 @@ def int_list(text):
 
 
 def parse_args(argv=None):
-    p = make_parser(__doc__)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--tasks", default="recall,parity", help="comma-separated: recall, parity")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated: RNN, LSTM, GRU")
     p.add_argument("--recall-lengths", default="5,20,50", help="distractor counts N for recall")
@@ -215,9 +272,12 @@ def parse_args(argv=None):
     p.add_argument("--eval-size", type=int, default=1000, help="held-out sequences per evaluation")
     p.add_argument("--seeds", type=int, default=3, help="independent runs per cell of the table")
     p.add_argument("--seed", type=int, default=0, help="first seed (runs use seed, seed + 1, ...)")
-    p.add_argument("--out", default="out/binary_sequences", help="folder for the plot")
+    p.add_argument("--out", default="out/binary_sequences", help="folder for the plot and metrics.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return parse_with_quick(p, argv, QUICK)
+    p.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (smoke test)")
+    if p.parse_known_args(argv)[0].quick:
+        p.set_defaults(**QUICK)  # --quick changes the defaults; flags given explicitly still win
+    return p.parse_args(argv)
 
 
 def main(argv=None):
@@ -239,7 +299,8 @@ def main(argv=None):
             entry = row[kind] = dict(accuracy=[], steps=[], loss=[], seconds=0.0)
             for s in range(args.seeds):
                 seed = (args.seed + s) * 1000 + 10 * k + j
-                rng = seeded_rng(seed)
+                tg.manual_seed(seed)
+                rng = np.random.default_rng(seed)
                 T = n + 1 if task == "recall" else n
                 model = make_model(kind, args.hidden, T, args.init, rng)
                 t0 = time.perf_counter()
@@ -260,8 +321,13 @@ def main(argv=None):
         row = results[("recall", longest)]
         print(f"\nrecall after N={longest} distractors, seeds solved: "
               + ", ".join(f"{m} {solved(row[m])}/{args.seeds}" for m in models))
-    print(f"total time {time.perf_counter() - start:.1f} s")
-    plot(Path(args.out) / "binary_sequences.png", results, models)
+    seconds = time.perf_counter() - start
+    print(f"total time {seconds:.1f} s")
+    out = Path(args.out)
+    plot(out / "binary_sequences.png", results, models)
+    path = write_metrics(out, dict(results={f"{task} {n}": row for (task, n), row in results.items()},
+                                   seconds=seconds))
+    print(f"wrote {path}")
     return results
 
 

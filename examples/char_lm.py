@@ -15,19 +15,75 @@ prints samples at a few temperatures.
     python examples/char_lm.py --quick          # a few seconds, for smoke tests
     mpiexec -n 2 python examples/char_lm.py     # data-parallel: each process takes half the streams
 """
+import argparse
+import json
 import math
+import sys
 import time
 from pathlib import Path
 
-# _common first: it limits BLAS threads before NumPy loads and makes tinygrad_seq importable
-from _common import load_pyplot, make_parser, parse_with_quick, save_figure, seeded_rng, tqdm, write_metrics
 import numpy as np
-import tinygrad_seq as tg
+
+try:
+    import tinygrad_seq as tg
+except ImportError:  # run from a source checkout without `pip install -e .`: use the checkout's package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import tinygrad_seq as tg
 from tinygrad_seq import functional as F
 from tinygrad_seq import distributed as dist
 from tinygrad_seq import nn, optim
 
 LN2 = math.log(2.0)
+
+try:
+    from tqdm import tqdm
+except ImportError:  # tqdm is optional (pip install -e ".[examples]"): plain loops without bars
+    class tqdm:
+        def __init__(self, iterable=None, **kwargs):
+            self.iterable = iterable
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def set_postfix(self, *args, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+        write = staticmethod(print)
+
+
+def load_pyplot(skipping="the plot"):
+    """matplotlib.pyplot on the file-only Agg backend, or None (saying so) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"matplotlib is not installed: skipping {skipping} (pip install -e '.[examples]')")
+        return None
+    return plt
+
+
+def save_figure(fig, path, dpi):
+    """Lay out `fig`, write it to `path` (creating the folder), close it; returns `path`."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def write_metrics(out_dir, metrics):
+    """out_dir/metrics.json (creating the folder); returns its path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=1, default=lambda v: v.tolist()))  # NumPy values as lists
+    return path
+
+
 QUICK = dict(steps=60, hidden=64, embed=16, batch=32, bptt=32, eval_every=20, sample_len=80, lr=1e-2)
 
 
@@ -155,7 +211,8 @@ def smooth(values, beta=0.9):
 # ---- main --------------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    p = make_parser(__doc__)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--steps", type=int, default=1000, help="training steps (one chunk of every stream each)")
     p.add_argument("--batch", type=int, default=64, help="parallel streams B")
     p.add_argument("--bptt", type=int, default=64, help="chunk length: time steps per truncated BPTT window")
@@ -169,7 +226,11 @@ def parse_args(argv=None):
     p.add_argument("--sample-len", type=int, default=300, help="characters per printed sample")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/char_lm", help="folder for the plot and metrics.json")
-    return parse_with_quick(p, argv, QUICK)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (smoke test)")
+    if p.parse_known_args(argv)[0].quick:
+        p.set_defaults(**QUICK)  # --quick changes the defaults; flags given explicitly still win
+    return p.parse_args(argv)
 
 
 def main(argv=None):
@@ -178,7 +239,8 @@ def main(argv=None):
     main_rank = dist.is_main_process(comm)  # [distributed] only rank 0 prints and writes files
     if args.batch % comm.size:
         raise SystemExit(f"--batch {args.batch} must be divisible by the number of processes ({comm.size})")
-    rng = seeded_rng(args.seed)
+    tg.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
     out_dir = Path(args.out)
     start = time.perf_counter()
 
@@ -191,6 +253,7 @@ def main(argv=None):
     model = CharLM(len(chars), args.embed, args.hidden, args.layers)
     params = list(model.parameters())
     opt = optim.Adam(params, lr=args.lr)
+    schedule = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.steps, eta_min=args.lr / 10)  # per step
     dist.broadcast_parameters(model, comm)  # [distributed] every rank starts from rank 0's weights
     if main_rank:
         print(f"model: {sum(p.size for p in params):,} parameters\n{model}")
@@ -200,15 +263,13 @@ def main(argv=None):
     chunks = len(x_all) // args.bptt
     history = {"train": [], "val": []}
     state, avg = None, None
-    bar = tqdm(range(1, args.steps + 1), desc="training", unit="step", disable=not main_rank)
+    bar = tqdm(range(1, args.steps + 1), desc="training", unit="step", disable=args.no_progress or not main_rank)
     for step in bar:
         k = (step - 1) % chunks
         if k == 0:
             state = None  # a new pass over the text: start the streams from zero state
         i = k * args.bptt
         x, y = x_all[i:i + args.bptt], y_all[i:i + args.bptt]
-        for group in opt.param_groups:  # cosine decay from lr to lr / 10
-            group["lr"] = args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - 1) / args.steps)))
 
         logits, state = model(x, state)
         loss = F.cross_entropy(logits, tg.Tensor(y.reshape(-1)))
@@ -218,6 +279,7 @@ def main(argv=None):
         dist.average_gradients(params, comm)  # [distributed] equal shards: the mean over ranks is the global mean
         nn.utils.clip_grad_norm_(params, args.clip)
         opt.step()
+        schedule.step()
 
         bpc = loss.item() / LN2
         history["train"].append((step, bpc))
@@ -245,7 +307,7 @@ def main(argv=None):
     print(f"val bpc {val_bpc:.3f} (unigram {unigram:.3f}, bigram {bigram:.3f}): the LSTM {verdict} the bigram")
     metrics = {"val_bpc": val_bpc, "unigram_bpc": unigram, "bigram_bpc": bigram, "seconds": elapsed,
                "train_bpc": [b for _, b in history["train"]], "val_curve": history["val"]}
-    write_metrics(out_dir, metrics)
+    print(f"metrics: {write_metrics(out_dir, metrics)}")
     return metrics
 
 

@@ -22,21 +22,19 @@ Writes OUT/curvature.png (with matplotlib) and OUT/metrics.json.
 """
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matmuls: BLAS threads cost more than they save
-import numpy as np  # noqa: E402
+import numpy as np
 
 try:
     import tinygrad_seq as tg
 except ImportError:  # a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import tinygrad_seq as tg
-from tinygrad_seq import functional as F  # noqa: E402
-from tinygrad_seq import nn  # noqa: E402
+from tinygrad_seq import functional as F
+from tinygrad_seq import nn
 
 QUICK = dict(examples=64, length=5, hidden=8, steps=80, every=20, power_iterations=8)
 

@@ -20,20 +20,134 @@ with --no-chrono the gate starts half-open and, at this budget, the MGU stays at
     python examples/custom_cell.py            # about ten seconds on two CPU cores
     python examples/custom_cell.py --quick    # seconds (smoke test)
 """
+import argparse
+import json
+import sys
 import time
 from pathlib import Path
 
-# _common first: it limits BLAS threads before NumPy loads and makes tinygrad_seq importable
-from _common import load_pyplot, make_parser, parse_with_quick, save_figure, seeded_rng, tqdm
 import numpy as np
-import tinygrad_seq as tg
-from tinygrad_seq import nn
+
+try:
+    import tinygrad_seq as tg
+except ImportError:  # run from a source checkout without `pip install -e .`: use the checkout's package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import tinygrad_seq as tg
+from tinygrad_seq import functional as F
+from tinygrad_seq import nn, optim
 from tinygrad_seq.diagnostics import to_dot
 from tinygrad_seq.gradcheck import gradcheck
 
-from binary_sequences import SequenceClassifier, evaluate, train_classifier  # the sibling lab, for its task
+
+
+try:
+    from tqdm import tqdm
+except ImportError:  # tqdm is optional (pip install -e ".[examples]"): plain loops without bars
+    class tqdm:
+        def __init__(self, iterable=None, **kwargs):
+            self.iterable = iterable
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def set_postfix(self, *args, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+        write = staticmethod(print)
+
+
+def load_pyplot(skipping="the plot"):
+    """matplotlib.pyplot on the file-only Agg backend, or None (saying so) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"matplotlib is not installed: skipping {skipping} (pip install -e '.[examples]')")
+        return None
+    return plt
+
+
+def save_figure(fig, path, dpi):
+    """Lay out `fig`, write it to `path` (creating the folder), close it; returns `path`."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def write_metrics(out_dir, metrics):
+    """out_dir/metrics.json (creating the folder); returns its path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=1, default=lambda v: v.tolist()))  # NumPy values as lists
+    return path
+
 
 QUICK = dict(lengths=[4], hidden=8, steps=150, batch=32, eval_size=256)
+
+
+# ---- the recall task (as in examples/binary_sequences.py) -----------------------------------------
+
+def make_recall_batch(length, batch, rng):
+    """x (T, B, 2) one-hot bits, T = length + 1, and targets (B,): the first bit, to recall after `length` more."""
+    bits = rng.integers(0, 2, (length + 1, batch))
+    return tg.Tensor(np.eye(2, dtype=np.float32)[bits]), tg.Tensor(bits[0].astype(np.int64))
+
+
+class SequenceClassifier(nn.Module):
+    """A recurrent layer (or nn.Recurrent around a custom cell) and a linear readout of its last output."""
+
+    def __init__(self, recurrent, hidden, classes=2):
+        self.recurrent = recurrent
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        output, _ = self.recurrent(x)
+        return self.head(output[-1])
+
+
+def accuracy(logits, target):
+    return float((logits.numpy().argmax(axis=1) == target.numpy()).mean())
+
+
+def train_classifier(model, length, steps, batch, lr, rng, desc="", solved=0.99, window=25, progress=True):
+    """Adam on fresh recall batches until `steps`, or until the last `window` batches average >= `solved`.
+
+    Returns (steps taken, training losses).
+    """
+    opt = optim.Adam(list(model.parameters()), lr=lr)
+    recent, losses = [], []
+    bar = tqdm(range(steps), desc=desc, leave=False, disable=not progress)
+    step = 0
+    for step in bar:
+        x, y = make_recall_batch(length, batch, rng)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        recent = (recent + [accuracy(logits, y)])[-window:]
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{np.mean(recent):.2f}")
+        if len(recent) == window and np.mean(recent) >= solved:
+            break
+    bar.close()
+    return step + 1, losses
+
+
+def evaluate(model, length, size, seed):
+    """Accuracy on `size` fresh sequences (a fixed seed, so every model sees the same ones)."""
+    x, y = make_recall_batch(length, size, np.random.default_rng(seed))
+    with tg.no_grad():
+        return accuracy(model(x), y)
+
 
 
 # ---- the cell: 21 lines ------------------------------------------------------------------------
@@ -65,7 +179,8 @@ class MGUCell(nn.Module):
 
 def check_gradients(seed):
     """gradcheck (float64, central differences) of one step, and of a stacked bidirectional run."""
-    rng = seeded_rng(seed)
+    tg.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     cell = MGUCell(3, 4, dtype="float64")
     x = tg.Tensor(rng.standard_normal((2, 3)), requires_grad=True)
     h = tg.Tensor(rng.standard_normal((2, 4)) * 0.5, requires_grad=True)
@@ -114,7 +229,8 @@ def train(args, progress):
     """The MGU (one layer) on recall-the-first-bit after N distractors; held-out accuracy per N."""
     results = {}
     for k, n in enumerate(args.lengths):
-        rng = seeded_rng(args.seed * 1000 + k)
+        tg.manual_seed(args.seed * 1000 + k)
+        rng = np.random.default_rng(args.seed * 1000 + k)
         cell = MGUCell(2, args.hidden)
         if args.chrono:  # gate f near 0 keeps h: start each unit with a memory of u ~ U(1, T) steps
             bias = cell.bias.numpy().copy()
@@ -122,9 +238,9 @@ def train(args, progress):
             cell.bias.data = tg.Tensor(bias).data
         model = SequenceClassifier(nn.Recurrent(cell), args.hidden)
         t0 = time.perf_counter()
-        used, losses = train_classifier(model, "recall", n, args.steps, args.batch, args.lr, rng,
+        used, losses = train_classifier(model, n, args.steps, args.batch, args.lr, rng,
                                         desc=f"MGU recall N={n}", progress=progress)
-        accuracy = evaluate(model, "recall", n, args.eval_size, seed=10_000 + k)
+        accuracy = evaluate(model, n, args.eval_size, seed=10_000 + k)
         results[n] = dict(accuracy=accuracy, steps=used, loss=losses)
         tqdm.write(f"MGU, recall after N={n:<3} distractors: held-out accuracy {accuracy:.3f} after {used} steps "
                    f"({time.perf_counter() - t0:.1f} s; loss {losses[0]:.3f} -> {np.mean(losses[-10:]):.3f})")
@@ -148,7 +264,8 @@ def plot(path, results):
 
 
 def parse_args(argv=None):
-    p = make_parser(__doc__)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--lengths", type=lambda s: [int(v) for v in s.split(",")], default=[20, 50],
                    help="distractor counts N to train on (comma-separated)")
     p.add_argument("--hidden", type=int, default=16, help="hidden units")
@@ -160,9 +277,12 @@ def parse_args(argv=None):
     p.add_argument("--eval-size", type=int, default=1000, help="held-out sequences")
     p.add_argument("--skip-gradcheck", action="store_true", help="skip the finite-difference checks")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="out/custom_cell", help="folder for the plot")
+    p.add_argument("--out", default="out/custom_cell", help="folder for the plot, the tape and metrics.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return parse_with_quick(p, argv, QUICK)
+    p.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (smoke test)")
+    if p.parse_known_args(argv)[0].quick:
+        p.set_defaults(**QUICK)  # --quick changes the defaults; flags given explicitly still win
+    return p.parse_args(argv)
 
 
 def main(argv=None):
@@ -173,8 +293,13 @@ def main(argv=None):
     write_tape(Path(args.out) / "mgu_step.dot", args.seed)
     shape = show_layouts(args.hidden, args.seed)
     results = train(args, not args.no_progress)
-    print(f"total time {time.perf_counter() - start:.1f} s")
-    plot(Path(args.out) / "custom_cell.png", results)
+    seconds = time.perf_counter() - start
+    print(f"total time {seconds:.1f} s")
+    out = Path(args.out)
+    plot(out / "custom_cell.png", results)
+    path = write_metrics(out, dict(recall={str(n): r for n, r in results.items()}, output_shape=shape,
+                                   seconds=seconds))
+    print(f"wrote {path}")
     return dict(results=results, output_shape=shape)
 
 

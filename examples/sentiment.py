@@ -13,23 +13,93 @@ regression trained with the same framework, and plots the training curves.
 
     python examples/sentiment.py                      # well under a minute
     python examples/sentiment.py --data path/to/sentiment-labelled-sentences
+    TINYGRAD_SEQ_DATA=path/to/data python examples/sentiment.py   # data/sentiment-labelled-sentences
+
+Batches come from tinygrad_seq.data: a BucketBatchSampler groups sentences of similar
+length (a new shuffle each epoch) and PadCollate pads them and returns their lengths.
 """
+import argparse
+import json
+import os
 import re
 import sys
 import time
 from pathlib import Path
 
-# _common first: it limits BLAS threads before NumPy loads and makes tinygrad_seq importable
-from _common import load_pyplot, make_parser, parse_with_quick, save_figure, seeded_rng, tqdm, write_metrics
 import numpy as np
-import tinygrad_seq as tg
+
+try:
+    import tinygrad_seq as tg
+except ImportError:  # run from a source checkout without `pip install -e .`: use the checkout's package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import tinygrad_seq as tg
 from tinygrad_seq import functional as F
 from tinygrad_seq import nn, optim
+from tinygrad_seq.data import BucketBatchSampler, DataLoader, PadCollate
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sentiment-labelled-sentences"
+# Where the data set is looked for unless --data says: $TINYGRAD_SEQ_DATA/sentiment-labelled-sentences, else
+# ../shared/data/sentiment-labelled-sentences beside the repository (never inside it).
+DATA_ENV = "TINYGRAD_SEQ_DATA"
+DATA_NAME = "sentiment-labelled-sentences"
+
+
+def default_data_dir():
+    root = os.environ.get(DATA_ENV)
+    return Path(root) / DATA_NAME if root else Path(__file__).resolve().parents[1].parent / "shared" / "data" / DATA_NAME
+
 FILES = ("amazon_cells_labelled.txt", "imdb_labelled.txt", "yelp_labelled.txt")
 SPLIT_SEED = 20150810  # the train/test split is fixed, whatever --seed says
 PAD, UNK = 0, 1
+
+try:
+    from tqdm import tqdm
+except ImportError:  # tqdm is optional (pip install -e ".[examples]"): plain loops without bars
+    class tqdm:
+        def __init__(self, iterable=None, **kwargs):
+            self.iterable = iterable
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def set_postfix(self, *args, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+        write = staticmethod(print)
+
+
+def load_pyplot(skipping="the plot"):
+    """matplotlib.pyplot on the file-only Agg backend, or None (saying so) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"matplotlib is not installed: skipping {skipping} (pip install -e '.[examples]')")
+        return None
+    return plt
+
+
+def save_figure(fig, path, dpi):
+    """Lay out `fig`, write it to `path` (creating the folder), close it; returns `path`."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def write_metrics(out_dir, metrics):
+    """out_dir/metrics.json (creating the folder); returns its path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=1, default=lambda v: v.tolist()))  # NumPy values as lists
+    return path
+
+
 QUICK = dict(epochs=3, embed=32, hidden=32, lr=1e-2, bow_epochs=30)
 
 
@@ -43,8 +113,9 @@ def load_sentences(folder):
         sys.exit(f"sentiment.py: cannot find {', '.join(missing)} in {folder}.\n"
                  "Download the UCI Machine Learning Repository data set \"Sentiment Labelled Sentences\"\n"
                  "(https://archive.ics.uci.edu/dataset/331/sentiment+labelled+sentences), unpack it and\n"
-                 "pass its folder with --data DIR (it holds amazon_cells_labelled.txt, imdb_labelled.txt\n"
-                 "and yelp_labelled.txt).")
+                 f"pass its folder with --data DIR, or set {DATA_ENV}=ROOT with the unpacked folder at\n"
+                 f"ROOT/{DATA_NAME} (it holds amazon_cells_labelled.txt, imdb_labelled.txt and\n"
+                 "yelp_labelled.txt).")
     sentences, labels = [], []
     for name in FILES:
         for line in (folder / name).read_text(encoding="utf-8").splitlines():
@@ -86,23 +157,23 @@ def encode(tokens, vocab, max_len):
     return ids or [UNK]  # an empty sentence still has one step
 
 
-def batches(seqs, labels, batch_size, rng=None):
-    """Padded (B, T) id arrays, lengths and labels. With rng: shuffled, similar lengths together."""
-    order = np.arange(len(seqs))
-    if rng is not None:  # sort within pools of 20 batches, so padding is small but order random
-        order = rng.permutation(order)
-        pool = 20 * batch_size
-        order = np.concatenate([sorted(order[i:i + pool], key=lambda k: len(seqs[k]))
-                                for i in range(0, len(order), pool)])
-    groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    if rng is not None:
-        groups = [groups[k] for k in rng.permutation(len(groups))]
-    for g in groups:
-        lengths = np.array([len(seqs[k]) for k in g])
-        x = np.zeros((len(g), lengths.max()), dtype=np.int64)
-        for row, k in enumerate(g):
-            x[row, :lengths[row]] = seqs[k]
-        yield x, lengths, labels[g]
+def examples(seqs, labels):
+    """A list of (word ids, label) pairs: a list is a dataset (it has __getitem__ and __len__)."""
+    return [(np.array(ids, dtype=np.int64), int(label)) for ids, label in zip(seqs, labels)]
+
+
+def loader(seqs, labels, batch_size, seed=None):
+    """Batches (x (B, T) padded word ids, lengths (B,), labels (B,)) of Tensors.
+
+    With a seed: shuffled each epoch, sentences of similar length batched together (within
+    pools of 20 batches), so that padding is small but the order random.
+    """
+    if seed is None:
+        sampler = BucketBatchSampler([len(s) for s in seqs], batch_size, shuffle=False)
+    else:
+        sampler = BucketBatchSampler([len(s) for s in seqs], batch_size, pool_batches=20, seed=seed)
+    return DataLoader(examples(seqs, labels), batch_sampler=sampler, collate_fn=PadCollate(batch_first=True,
+                                                                                            padding_value=PAD))
 
 
 # ---- models ------------------------------------------------------------------------------
@@ -118,7 +189,7 @@ class BiLSTMClassifier(nn.Module):
 
     def forward(self, x, lengths):
         """x: (B, T) word ids, lengths: (B,) -> logits (B, 2)."""
-        _, (h_n, _) = self.lstm(self.drop(self.embed(tg.Tensor(x))), lengths=lengths)
+        _, (h_n, _) = self.lstm(self.drop(self.embed(x)), lengths=lengths)
         return self.head(self.drop(tg.cat([h_n[0], h_n[1]], axis=1)))
 
 
@@ -142,7 +213,7 @@ def train_bow(train, val, test, vocab_size, args):
     model = nn.Linear(vocab_size, 2)
     opt = optim.Adam(model.parameters(), lr=args.bow_lr, weight_decay=args.bow_weight_decay)
     best = (-1.0, None)
-    for _ in tqdm(range(args.bow_epochs), desc="bag of words", unit="epoch", leave=False):
+    for _ in tqdm(range(args.bow_epochs), desc="bag of words", unit="epoch", leave=False, disable=args.no_progress):
         loss = F.cross_entropy(model(x_tr), tg.Tensor(y_tr))
         opt.zero_grad()
         loss.backward()
@@ -162,10 +233,10 @@ def train_bow(train, val, test, vocab_size, args):
 def evaluate(model, seqs, labels, batch_size=256):
     model.eval()
     total_loss, correct = 0.0, 0
-    for x, lengths, y in batches(seqs, labels, batch_size):
+    for x, lengths, y in loader(seqs, labels, batch_size):
         logits = model(x, lengths)
-        total_loss += F.cross_entropy(logits, tg.Tensor(y), reduction="sum").item()
-        correct += int((logits.numpy().argmax(axis=1) == y).sum())
+        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
     model.train()
     return total_loss / len(seqs), correct / len(seqs)
 
@@ -197,8 +268,11 @@ def plot(path, history, bow_acc, test_acc):
 
 
 def parse_args(argv=None):
-    p = make_parser(__doc__)
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with the three *_labelled.txt files")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=str(default_data_dir()),
+                   help=f"folder with the three *_labelled.txt files (default: ${DATA_ENV}/{DATA_NAME}, "
+                        f"else ../shared/data/{DATA_NAME} beside the repository)")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--embed", type=int, default=64, help="word embedding size")
@@ -214,12 +288,16 @@ def parse_args(argv=None):
     p.add_argument("--bow-weight-decay", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/sentiment", help="folder for the plot and metrics.json")
-    return parse_with_quick(p, argv, QUICK)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (smoke test)")
+    if p.parse_known_args(argv)[0].quick:
+        p.set_defaults(**QUICK)  # --quick changes the defaults; flags given explicitly still win
+    return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    rng = seeded_rng(args.seed)
+    tg.manual_seed(args.seed)
     out_dir = Path(args.out)
     start = time.perf_counter()
 
@@ -246,21 +324,21 @@ def main(argv=None):
     print(f"model: {sum(p.size for p in params):,} parameters\n{model}")
     history = {"train_loss": [], "train_acc": [], "val_loss": [], "val_acc": []}
     best = (-1.0, 0, None)
-    n_batches = -(-len(split["train"][0]) // args.batch)
+    train_batches = loader(*split["train"], args.batch, seed=args.seed)  # a new order every epoch
     for epoch in range(1, args.epochs + 1):
         total_loss, correct, seen = 0.0, 0, 0
-        bar = tqdm(batches(*split["train"], args.batch, rng), total=n_batches,
-                   desc=f"epoch {epoch}/{args.epochs}", unit="batch", leave=False)
+        bar = tqdm(train_batches, desc=f"epoch {epoch}/{args.epochs}", unit="batch", leave=False,
+                   disable=args.no_progress)
         for x, lengths, y in bar:
             logits = model(x, lengths)
-            loss = F.cross_entropy(logits, tg.Tensor(y))
+            loss = F.cross_entropy(logits, y)
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(params, args.clip)
             opt.step()
-            total_loss += loss.item() * len(y)
-            correct += int((logits.numpy().argmax(axis=1) == y).sum())
-            seen += len(y)
+            total_loss += loss.item() * y.shape[0]
+            correct += int((logits.numpy().argmax(axis=1) == y.numpy()).sum())
+            seen += y.shape[0]
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.1%}")
         bar.close()
         val_loss, val_acc = evaluate(model, *split["val"])
@@ -282,7 +360,7 @@ def main(argv=None):
     print(f"held-out test accuracy: BiLSTM {test_acc:.1%}, bag-of-words logistic regression {bow_acc:.1%} "
           f"({len(test_idx)} sentences, chance 50%)")
     metrics = {"test_acc": test_acc, "bow_acc": bow_acc, "best_epoch": best[1], "seconds": elapsed, **history}
-    write_metrics(out_dir, metrics)
+    print(f"metrics: {write_metrics(out_dir, metrics)}")
     return metrics
 
 

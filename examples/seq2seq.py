@@ -16,16 +16,72 @@ sentences are written from dates the model never saw in training.
     python examples/seq2seq.py                  # under a minute of CPU time
     python examples/seq2seq.py --quick          # a few seconds, for smoke tests
 """
+import argparse
 import datetime
+import json
+import sys
 import time
 from pathlib import Path
 
-# _common first: it limits BLAS threads before NumPy loads and makes tinygrad_seq importable
-from _common import load_pyplot, make_parser, parse_with_quick, save_figure, seeded_rng, tqdm, write_metrics
 import numpy as np
-import tinygrad_seq as tg
+
+try:
+    import tinygrad_seq as tg
+except ImportError:  # run from a source checkout without `pip install -e .`: use the checkout's package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import tinygrad_seq as tg
 from tinygrad_seq import functional as F
 from tinygrad_seq import nn, optim
+
+
+try:
+    from tqdm import tqdm
+except ImportError:  # tqdm is optional (pip install -e ".[examples]"): plain loops without bars
+    class tqdm:
+        def __init__(self, iterable=None, **kwargs):
+            self.iterable = iterable
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def set_postfix(self, *args, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+        write = staticmethod(print)
+
+
+def load_pyplot(skipping="the plot"):
+    """matplotlib.pyplot on the file-only Agg backend, or None (saying so) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"matplotlib is not installed: skipping {skipping} (pip install -e '.[examples]')")
+        return None
+    return plt
+
+
+def save_figure(fig, path, dpi):
+    """Lay out `fig`, write it to `path` (creating the folder), close it; returns `path`."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def write_metrics(out_dir, metrics):
+    """out_dir/metrics.json (creating the folder); returns its path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=1, default=lambda v: v.tolist()))  # NumPy values as lists
+    return path
+
 
 QUICK = dict(steps=120, hidden=48, embed=16, batch=64, test_size=200, eval_every=60, lr=1e-2)
 
@@ -210,7 +266,8 @@ def plot(path, history):
 
 
 def parse_args(argv=None):
-    p = make_parser(__doc__)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--steps", type=int, default=1200, help="training steps (batches)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--embed", type=int, default=32, help="character embedding size")
@@ -221,12 +278,17 @@ def parse_args(argv=None):
     p.add_argument("--eval-every", type=int, default=200, help="steps between held-out evaluations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/seq2seq", help="folder for the plot and metrics.json")
-    return parse_with_quick(p, argv, QUICK)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (smoke test)")
+    if p.parse_known_args(argv)[0].quick:
+        p.set_defaults(**QUICK)  # --quick changes the defaults; flags given explicitly still win
+    return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    rng = seeded_rng(args.seed)
+    tg.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
     out_dir = Path(args.out)
     start = time.perf_counter()
 
@@ -240,15 +302,15 @@ def main(argv=None):
     model = DateTranslator(args.embed, args.hidden)
     params = list(model.parameters())
     opt = optim.Adam(params, lr=args.lr)
+    # per step: constant, then a linear decay to lr / 10 over the second half
+    schedule = optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, 0.1 + 1.8 * (1 - (t + 1) / args.steps)))
     print(f"model: {sum(p.size for p in params):,} parameters\n{model}")
 
     history = {"loss": [], "test_acc": []}
     data = training_batches(train_days, args.batch, rng)
-    bar = tqdm(range(1, args.steps + 1), desc="training", unit="step")
+    bar = tqdm(range(1, args.steps + 1), desc="training", unit="step", disable=args.no_progress)
     avg = None
     for step in bar:
-        for group in opt.param_groups:  # linear decay to lr / 10 over the last half
-            group["lr"] = args.lr * min(1.0, 0.1 + 1.8 * (1 - step / args.steps))
         batch = next(data)
         x, lengths = encode_sources([src for src, _, _ in batch])
         y_in, y_out = encode_targets([iso for _, iso, _ in batch])
@@ -258,6 +320,7 @@ def main(argv=None):
         loss.backward()
         nn.utils.clip_grad_norm_(params, args.clip)
         opt.step()
+        schedule.step()
         history["loss"].append((step, loss.item()))
         avg = loss.item() if avg is None else 0.95 * avg + 0.05 * loss.item()
         if step % args.eval_every == 0 or step == args.steps:
@@ -294,7 +357,7 @@ def main(argv=None):
           f"(characters right: {char_acc:.1%})")
     metrics = {"test_acc": acc, "char_acc": char_acc, "by_format": by_format, "seconds": elapsed,
                "loss": [v for _, v in history["loss"]], "test_acc_curve": history["test_acc"]}
-    write_metrics(out_dir, metrics)
+    print(f"metrics: {write_metrics(out_dir, metrics)}")
     return metrics
 
 

@@ -35,23 +35,162 @@ below 0 the dynamics contract and gradients vanish, near 0 the cell keeps its me
     python examples/vanishing_gradients.py            # well under a minute on two CPU cores
     python examples/vanishing_gradients.py --quick    # seconds (smoke test)
 """
+import argparse
+import json
+import sys
 import time
 from pathlib import Path
 
-# _common first: it limits BLAS threads before NumPy loads and makes tinygrad_seq importable
-from _common import load_pyplot, make_parser, parse_with_quick, save_figure, seeded_rng, tqdm
 import numpy as np
-import tinygrad_seq as tg
+
+try:
+    import tinygrad_seq as tg
+except ImportError:  # run from a source checkout without `pip install -e .`: use the checkout's package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import tinygrad_seq as tg
 from tinygrad_seq import functional as F
 from tinygrad_seq import nn, optim
 from tinygrad_seq.diagnostics import (gradient_flow, jacobian_product_singular_values, lyapunov_exponents,
                                       state_jacobians)
 from tinygrad_seq.nn.utils import clip_grad_norm_
 
-from binary_sequences import chrono_init_, evaluate, make_batch, make_model, train_classifier  # the sibling lab
 
 MODELS = ("RNN", "LSTM", "GRU")
+
+try:
+    from tqdm import tqdm
+except ImportError:  # tqdm is optional (pip install -e ".[examples]"): plain loops without bars
+    class tqdm:
+        def __init__(self, iterable=None, **kwargs):
+            self.iterable = iterable
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def set_postfix(self, *args, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+        write = staticmethod(print)
+
+
+def load_pyplot(skipping="the plot"):
+    """matplotlib.pyplot on the file-only Agg backend, or None (saying so) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"matplotlib is not installed: skipping {skipping} (pip install -e '.[examples]')")
+        return None
+    return plt
+
+
+def save_figure(fig, path, dpi):
+    """Lay out `fig`, write it to `path` (creating the folder), close it; returns `path`."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def write_metrics(out_dir, metrics):
+    """out_dir/metrics.json (creating the folder); returns its path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=1, default=lambda v: v.tolist()))  # NumPy values as lists
+    return path
+
+
 QUICK = dict(length=12, hidden=8, batch=64, train_steps=200, explode_length=12, explode_steps=40)
+
+
+# ---- the recall task (as in examples/binary_sequences.py) -----------------------------------------
+
+def make_recall_batch(length, batch, rng):
+    """x (T, B, 2) one-hot bits, T = length + 1, and targets (B,): the first bit, to recall after `length` more."""
+    bits = rng.integers(0, 2, (length + 1, batch))
+    return tg.Tensor(np.eye(2, dtype=np.float32)[bits]), tg.Tensor(bits[0].astype(np.int64))
+
+
+class SequenceClassifier(nn.Module):
+    """A recurrent layer (or nn.Recurrent around a custom cell) and a linear readout of its last output."""
+
+    def __init__(self, recurrent, hidden, classes=2):
+        self.recurrent = recurrent
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        output, _ = self.recurrent(x)
+        return self.head(output[-1])
+
+
+def accuracy(logits, target):
+    return float((logits.numpy().argmax(axis=1) == target.numpy()).mean())
+
+
+def train_classifier(model, length, steps, batch, lr, rng, desc="", solved=0.99, window=25, progress=True):
+    """Adam on fresh recall batches until `steps`, or until the last `window` batches average >= `solved`.
+
+    Returns (steps taken, training losses).
+    """
+    opt = optim.Adam(list(model.parameters()), lr=lr)
+    recent, losses = [], []
+    bar = tqdm(range(steps), desc=desc, leave=False, disable=not progress)
+    step = 0
+    for step in bar:
+        x, y = make_recall_batch(length, batch, rng)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        recent = (recent + [accuracy(logits, y)])[-window:]
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{np.mean(recent):.2f}")
+        if len(recent) == window and np.mean(recent) >= solved:
+            break
+    bar.close()
+    return step + 1, losses
+
+
+def evaluate(model, length, size, seed):
+    """Accuracy on `size` fresh sequences (a fixed seed, so every model sees the same ones)."""
+    x, y = make_recall_batch(length, size, np.random.default_rng(seed))
+    with tg.no_grad():
+        return accuracy(model(x), y)
+
+
+def chrono_init_(layer, max_len, rng):
+    """Chrono initialisation of an LSTM's or GRU's gate biases (Tallec & Ollivier, 2018).
+
+    LSTM: forget bias b_f = log(u), input bias b_i = -b_f, u ~ U(1, max_len - 1) per unit,
+    so the forget gate sigmoid(b_f) = u / (1 + u) keeps memory for about u steps.
+    GRU: the same for the update gate z (h' = (1 - z) n + z h, so z near 1 keeps h).
+    Biases of layer 0 only; the recurrent-side biases of those gates are zeroed.
+    """
+    H = layer.hidden_size
+    u = rng.uniform(1.0, max(max_len - 1.0, 2.0), H)
+    b_ih, b_hh = layer.bias_ih_l0.numpy().copy(), layer.bias_hh_l0.numpy().copy()
+    if isinstance(layer, nn.LSTM):  # gates i, f, g, o
+        b_ih[0:H], b_hh[0:H] = -np.log(u), 0.0
+        b_ih[H:2 * H], b_hh[H:2 * H] = np.log(u), 0.0
+    elif isinstance(layer, nn.GRU):  # gates r, z, n
+        b_ih[H:2 * H], b_hh[H:2 * H] = np.log(u), 0.0
+    layer.load_state_dict({**layer.state_dict(), "bias_ih_l0": b_ih, "bias_hh_l0": b_hh})
+
+
+def make_model(kind, hidden, max_len, init, rng):
+    layer = getattr(nn, kind)(2, hidden)
+    if init == "chrono" and kind in ("LSTM", "GRU"):
+        chrono_init_(layer, max_len, rng)
+    return SequenceClassifier(layer, hidden)
+
 
 
 # ---- part 1: gradient flow -------------------------------------------------------------------
@@ -81,10 +220,11 @@ def measure_flows(args, progress, trained=None):
     """Gradient flow of each cell at init (default and chrono) and after training on recall
     (the trained models go into the dict `trained`, by kind, when given)."""
     T = args.length
-    x, y = make_batch("recall", T - 1, args.batch, np.random.default_rng(args.seed + 99))
+    x, y = make_recall_batch(T - 1, args.batch, np.random.default_rng(args.seed + 99))
     flows, trained_acc, rates = {}, {}, None
     for j, kind in enumerate(MODELS):
-        rng = seeded_rng(args.seed * 100 + j)
+        tg.manual_seed(args.seed * 100 + j)
+        rng = np.random.default_rng(args.seed * 100 + j)
         model = make_model(kind, args.hidden, T, "default", rng)
         flows[("init", kind)] = flow_of(model, x, y)
         if kind == "RNN":
@@ -94,9 +234,9 @@ def measure_flows(args, progress, trained=None):
             flows[("chrono", kind)] = flow_of(model, x, y)
             if args.train_init == "default":
                 model = make_model(kind, args.hidden, T, "default", rng)
-        used, _ = train_classifier(model, "recall", T - 1, args.train_steps, args.batch, args.lr, rng,
+        used, _ = train_classifier(model, T - 1, args.train_steps, args.batch, args.lr, rng,
                                    desc=f"train {kind}", progress=progress)
-        trained_acc[kind] = evaluate(model, "recall", T - 1, 1000, seed=args.seed + 7)
+        trained_acc[kind] = evaluate(model, T - 1, 1000, seed=args.seed + 7)
         if trained is not None:
             trained[kind] = model
         flows[("trained", kind)] = flow_of(model, x, y)
@@ -121,10 +261,11 @@ def jacobian_view(args, trained):
     dS_{T-1}/dS_{T-1-n} for n = 1 .. T (geometric mean over the batch) and the leading Lyapunov
     exponent (mean over the batch), from the Jacobians of one step computed on the tape."""
     T = args.length
-    x, _ = make_batch("recall", T - 1, args.jacobian_batch, np.random.default_rng(args.seed + 99))
+    x, _ = make_recall_batch(T - 1, args.jacobian_batch, np.random.default_rng(args.seed + 99))
     view = {}
     for j, kind in enumerate(MODELS):
-        at_init = make_model(kind, args.hidden, T, "default", seeded_rng(args.seed * 100 + j))
+        tg.manual_seed(args.seed * 100 + j)
+        at_init = make_model(kind, args.hidden, T, "default", np.random.default_rng(args.seed * 100 + j))
         for stage, model in (("init", at_init), ("trained", trained[kind])):
             J = state_jacobians(model.recurrent, x)  # (T, B, S, S)
             top = jacobian_product_singular_values(J)[:, :, 0]  # (T, B): lag n = 1 .. T
@@ -164,7 +305,8 @@ def plot_jacobian_view(plt, path, view, T):
 
 def exploding_run(args, clip, progress):
     """Train an RNN with W_hh = rho * orthogonal by SGD; per step: loss, gradient norm, update norm."""
-    rng = seeded_rng(args.seed + 1)
+    tg.manual_seed(args.seed + 1)
+    rng = np.random.default_rng(args.seed + 1)
     H, T = args.hidden_explode, args.explode_length
     rnn = nn.RNN(2, H)
     q, _ = np.linalg.qr(rng.standard_normal((H, H)))
@@ -175,7 +317,7 @@ def exploding_run(args, clip, progress):
     history = dict(loss=[], grad_norm=[], update_norm=[])
     bar = tqdm(range(args.explode_steps), desc="clipped" if clip else "unclipped", leave=False, disable=not progress)
     for _ in bar:
-        x, y = make_batch("recall", T - 1, args.batch, rng)
+        x, y = make_recall_batch(T - 1, args.batch, rng)
         output, _ = rnn(x)
         loss = F.cross_entropy(head(output[-1]), y)
         opt.zero_grad()
@@ -243,7 +385,8 @@ def plot_exploding(plt, path, runs, args):
 # ---- main ------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    p = make_parser(__doc__)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--length", type=int, default=50, help="sequence length T for the gradient-flow part")
     p.add_argument("--hidden", type=int, default=16, help="hidden units (gradient-flow part)")
     p.add_argument("--batch", type=int, default=128, help="sequences per batch")
@@ -259,9 +402,12 @@ def parse_args(argv=None):
     p.add_argument("--max-norm", type=float, default=1.0, help="clip_grad_norm_ threshold")
     p.add_argument("--jacobian-batch", type=int, default=16, help="sequences for the Jacobian view")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="out/vanishing_gradients", help="folder for the plots")
+    p.add_argument("--out", default="out/vanishing_gradients", help="folder for the plots and metrics.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return parse_with_quick(p, argv, QUICK)
+    p.add_argument("--quick", action="store_true", help="tiny settings that run in seconds (smoke test)")
+    if p.parse_known_args(argv)[0].quick:
+        p.set_defaults(**QUICK)  # --quick changes the defaults; flags given explicitly still win
+    return p.parse_args(argv)
 
 
 def main(argv=None):
@@ -289,14 +435,20 @@ def main(argv=None):
         print(f"{name:<24}{max(h['grad_norm']):>12.3g}{max(h['update_norm']):>12.3g}"
               f"{h['loss'][0]:>12.3f}{np.mean(h['loss'][-10:]):>14.3f}")
     print(f"(with clipping every update is at most lr * max_norm = {args.explode_lr * args.max_norm:g})")
-    print(f"total time {time.perf_counter() - start:.1f} s")
+    seconds = time.perf_counter() - start
+    print(f"total time {seconds:.1f} s")
 
+    out = Path(args.out)
     plt = load_pyplot("the plots")
     if plt is not None:
-        out = Path(args.out)
         plot_flows(plt, out / "gradient_flow.png", flows, rates, args.length, trained_acc)
         plot_exploding(plt, out / "exploding_gradients.png", runs, args)
         plot_jacobian_view(plt, out / "jacobian_view.png", view, args.length)
+    path = write_metrics(out, dict(flows={" ".join(key): flow for key, flow in flows.items()},
+                                   trained_accuracy=trained_acc, rnn_rates=rates, exploding=runs,
+                                   jacobian_view={" ".join(key): value for key, value in view.items()},
+                                   seconds=seconds))
+    print(f"wrote {path}")
     return dict(flows=flows, trained_accuracy=trained_acc, rnn_rates=rates, exploding=runs, jacobian_view=view)
 
 

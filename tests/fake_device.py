@@ -262,7 +262,8 @@ def scatter_add(target, index, values):
 
 BACKEND = _backend.Backend(name="fake", xp=xp, array_type=FakeArray, to_device=to_device, to_host=to_host,
                            scatter_add=scatter_add, make_rng=lambda seed, ordinal: FakeGenerator(seed),
-                           device_of=lambda a: "fake:0")
+                           device_of=lambda a: "fake:0", rng_state=lambda gen: gen._gen.bit_generator.state,
+                           set_rng_state=lambda gen, state: setattr(gen._gen.bit_generator, "state", state))
 
 
 def register():

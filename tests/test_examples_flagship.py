@@ -22,9 +22,9 @@ HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None  # CI instal
 TIMEOUT = 120  # seconds per run: generous, a quick run takes a few seconds on an idle machine
 
 
-def run_example(name, *args, hide=(), tmp_path=None):
-    """Run examples/NAME.py with `args`; `hide` lists packages made unimportable."""
-    env = dict(os.environ)
+def run_example(name, *args, hide=(), tmp_path=None, env=None):
+    """Run examples/NAME.py with `args`; `hide` lists packages made unimportable; `env` adds variables."""
+    env = {**os.environ, **(env or {})}
     paths = [str(ROOT)]
     if hide:
         blocker = tmp_path / "hidden_packages"
@@ -33,7 +33,6 @@ def run_example(name, *args, hide=(), tmp_path=None):
             (blocker / package / "__init__.py").write_text(f"raise ImportError('{package} hidden by the test')\n")
         paths.insert(0, str(blocker))
     env["PYTHONPATH"] = os.pathsep.join(paths + [env["PYTHONPATH"]] if env.get("PYTHONPATH") else paths)
-    env.setdefault("OPENBLAS_NUM_THREADS", "1")
     return subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), *args], env=env, cwd=tmp_path or ROOT,
                           capture_output=True, text=True, timeout=TIMEOUT)
 
@@ -68,12 +67,34 @@ def sentiment_data(tmp_path):
     return folder
 
 
+ALL_EXAMPLES = sorted(p.stem for p in EXAMPLES.glob("*.py"))
+
+
 @pytest.mark.parametrize("name", ["char_lm", "sentiment", "seq2seq"])
 def test_help(name):
     proc = run_example(name, "--help")
     assert proc.returncode == 0, proc.stderr
-    for flag in ("--seed", "--out", "--quick"):
+    for flag in ("--seed", "--out", "--quick", "--no-progress"):
         assert flag in proc.stdout
+
+
+@pytest.mark.parametrize("name", ALL_EXAMPLES)
+def test_every_example_is_self_contained_with_the_same_flags(name):
+    """Copy one file and it runs: no imports of sibling examples or shared helpers, no import-time
+    settings; and every example takes --out, --quick, --no-progress and --seed and writes metrics.json."""
+    import ast
+    source = (EXAMPLES / f"{name}.py").read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    assert not imported & (set(ALL_EXAMPLES) | {"_common"}), imported
+    assert "os.environ[" not in source and "environ.setdefault" not in source and "putenv" not in source
+    for flag in ("--out", "--quick", "--no-progress", "--seed"):
+        assert f'"{flag}"' in source, flag
+    assert "metrics.json" in source
 
 
 def test_char_lm_learns(tmp_path):
@@ -83,6 +104,7 @@ def test_char_lm_learns(tmp_path):
     assert m["val_bpc"] < m["unigram_bpc"] - 0.5  # learned more than character frequencies
     assert m["bigram_bpc"] < m["unigram_bpc"]
     assert "val bpc" in proc.stdout and "sample, temperature" in proc.stdout
+    assert f"metrics: {out / 'metrics.json'}" in proc.stdout
     assert not HAS_MATPLOTLIB or (out / "loss.png").stat().st_size > 0
 
 
@@ -100,6 +122,17 @@ def test_sentiment_missing_data_explains_where_to_get_it(tmp_path):
                        tmp_path=tmp_path)
     assert proc.returncode != 0
     assert "Sentiment Labelled Sentences" in proc.stderr and "--data" in proc.stderr
+    assert "TINYGRAD_SEQ_DATA" in proc.stderr
+
+
+def test_sentiment_finds_its_data_through_the_environment(tmp_path):
+    root = tmp_path / "data_root"
+    root.mkdir()
+    (root / "sentiment-labelled-sentences").symlink_to(sentiment_data(tmp_path), target_is_directory=True)
+    proc = run_example("sentiment", "--quick", "--no-progress", "--epochs", "1", "--bow-epochs", "2", "--out",
+                       str(tmp_path / "out"), tmp_path=tmp_path, env={"TINYGRAD_SEQ_DATA": str(root)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "out" / "metrics.json").exists()
 
 
 def test_seq2seq_learns(tmp_path):

@@ -1,11 +1,10 @@
-"""Array backends: the only module that imports NumPy or CuPy.
+"""Array backends: the only module that computes with NumPy or CuPy.
 
 A device string ("cpu", "cuda", "cuda:N") maps to an array namespace (NumPy or CuPy);
 everything else in tinygrad_seq asks this module for the namespace, for transfers
-between host and device, for scatter-add and for random numbers.
+between host and device, for scatter-add and for random numbers (and their state).
+The one other module that imports NumPy is serialization.py, for host-side file I/O.
 """
-import copy
-
 import numpy
 
 float16, float32, float64 = numpy.dtype("float16"), numpy.dtype("float32"), numpy.dtype("float64")
@@ -19,16 +18,29 @@ CUDA_HELP = ('CuPy is needed for device "{}": install the GPU extra with '
 
 class Backend:
     """One kind of device: its array namespace and how arrays get there and back."""
-    __slots__ = ("name", "xp", "array_type", "to_device", "to_host", "scatter_add", "make_rng", "device_of")
+    __slots__ = ("name", "xp", "array_type", "to_device", "to_host", "scatter_add", "make_rng", "device_of",
+                 "rng_state", "set_rng_state")
 
-    def __init__(self, name, xp, array_type, to_device, to_host, scatter_add, make_rng, device_of):
+    def __init__(self, name, xp, array_type, to_device, to_host, scatter_add, make_rng, device_of,
+                 rng_state=None, set_rng_state=None):
         self.name, self.xp, self.array_type = name, xp, array_type
         self.to_device, self.to_host, self.scatter_add = to_device, to_host, scatter_add
         self.make_rng, self.device_of = make_rng, device_of
+        # rng_state(gen) -> a snapshot made of numbers, strings and host arrays; set_rng_state(gen, snapshot)
+        self.rng_state = rng_state or _numpy_rng_state
+        self.set_rng_state = set_rng_state or _set_numpy_rng_state
 
 
 def _numpy_scatter_add(target, index, values):
     numpy.add.at(target, index, values)
+
+
+def _numpy_rng_state(gen):
+    return gen.bit_generator.state  # {"bit_generator": "PCG64", "state": {...}, ...}: ints and strings
+
+
+def _set_numpy_rng_state(gen, state):
+    gen.bit_generator.state = state
 
 
 _backends = {"cpu": Backend("cpu", numpy, numpy.ndarray, lambda a, ordinal: numpy.asarray(a),
@@ -62,8 +74,20 @@ def _load_cupy():
         with cupy.cuda.Device(ordinal):
             return cupy.random.default_rng(seed)
 
+    def rng_state(gen):  # CuPy's bit generators keep cuRAND's per-thread states in one int8 device array
+        return {"bit_generator": type(gen.bit_generator).__name__, "states": cupy.asnumpy(gen.bit_generator._state)}
+
+    def set_rng_state(gen, state):
+        target = gen.bit_generator._state
+        if state.get("bit_generator") != type(gen.bit_generator).__name__ or state["states"].shape != target.shape:
+            raise ValueError("set_rng_state: the saved CUDA random state was made by another generator or "
+                             f"another GPU model ({state.get('bit_generator')}, {state['states'].shape} bytes; "
+                             f"this device uses {type(gen.bit_generator).__name__}, {target.shape})")
+        with target.device:
+            target[...] = cupy.asarray(state["states"])
+
     register_backend(Backend("cuda", cupy, cupy.ndarray, to_device, cupy.asnumpy, cupyx.scatter_add,
-                             make_rng, lambda a: f"cuda:{a.device.id}"))
+                             make_rng, lambda a: f"cuda:{a.device.id}", rng_state, set_rng_state))
 
 
 def load_nccl(ordinal):
@@ -133,11 +157,6 @@ def dtype(obj):
     return numpy.dtype(obj)
 
 
-def result_dtype(value):
-    """The dtype NumPy gives a Python scalar or nested list (used to type new tensors)."""
-    return numpy.asarray(value).dtype
-
-
 def scatter_add(target, index, values):
     """target[index] += values, accumulating repeated indices (in place)."""
     _backend(device_of(target)).scatter_add(target, index, values)
@@ -160,14 +179,43 @@ def rng(device):
     return gen
 
 
-def rng_snapshot():
-    """A copy of every random stream, to undo draws (a captured loop that falls back to eager)."""
-    return _seed, {device: copy.deepcopy(gen) for device, gen in _rngs.items()}
+def host_rng(seed):
+    """A NumPy Generator of its own (not one of the library's streams), e.g. for a sampler's seed."""
+    return numpy.random.default_rng(seed)
 
 
-def rng_restore(snapshot):
+def get_rng_state():
+    """A snapshot of every random stream the library uses, per device, that `save` can write.
+
+    {"seed": the manual_seed (or None), "devices": {device: the generator's state}}; a device
+    whose stream has not been used yet is absent (it will be created from the seed, as it
+    would have been without the snapshot).
+    """
+    return {"seed": _seed, "devices": {device: _backend(device).rng_state(gen) for device, gen in _rngs.items()}}
+
+
+def set_rng_state(state):
+    """Restore what get_rng_state() returned: the random numbers drawn next are the ones that
+    were drawn next when the snapshot was taken, on every device."""
     global _seed
-    _seed, streams = snapshot
+    if not isinstance(state, dict) or set(state) != {"seed", "devices"} or not isinstance(state["devices"], dict):
+        raise ValueError("set_rng_state: expected the dict that get_rng_state() returns, with keys 'seed' and "
+                         f"'devices', got {type(state).__name__}"
+                         + (f" with keys {sorted(state)}" if isinstance(state, dict) else ""))
+    seed = state["seed"]
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"set_rng_state: 'seed' must be an integer or None, got {seed!r}")
+    streams = {}
+    for device, device_state in state["devices"].items():
+        device = parse_device(device)
+        ordinal = int(device.split(":")[1]) if ":" in device else 0
+        gen = _backend(device).make_rng(0, ordinal)
+        try:
+            _backend(device).set_rng_state(gen, device_state)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"set_rng_state: invalid state for device {device}: {e}") from None
+        streams[device] = gen
+    _seed = seed
     _rngs.clear()
     _rngs.update(streams)
 
@@ -178,10 +226,6 @@ def is_floating(dt):
 
 def is_integer(dt):
     return numpy.dtype(dt).kind in "iu"
-
-
-def promote_types(a, b):
-    return numpy.promote_types(a, b)
 
 
 def array_namespace(array):
@@ -217,91 +261,6 @@ def as_array(value, device=None):
     if device is None:
         device = device_of(value) if is_array(value) else "cpu"
     return _backend(device).xp.asarray(value)
-
-
-# ---- .npz files (serialization.py): NumPy's archive of .npy members, never pickle ------
-
-def save_npz(path, arrays):
-    """Write {name: array} to `path` as an uncompressed .npz that numpy.load reads too.
-
-    Values may be arrays of any device or scalars; only boolean and numeric dtypes are
-    accepted, so nothing is ever pickled. Everything is checked before the file is opened.
-    """
-    import zipfile
-    members = []
-    for key, value in arrays.items():
-        host = to_host(value)
-        if host.dtype.hasobject or host.dtype.kind not in "biufc":
-            raise TypeError(f"save: value for key {key!r} has dtype {host.dtype}; only boolean and "
-                            "numeric arrays can be saved (nothing is pickled)")
-        info = zipfile.ZipInfo(key + ".npy")  # fixed 1980 timestamp: same data, same bytes
-        if info.filename != key + ".npy":
-            raise ValueError(f"save: key {key!r} cannot be stored as a zip member name")
-        members.append((info, host))
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for info, host in members:
-            with archive.open(info, "w", force_zip64=True) as member:
-                numpy.lib.format.write_array(member, host, allow_pickle=False)
-
-
-def load_npz(path):
-    """{name: NumPy array} from a .npz file, read member by member without ever unpickling.
-
-    Each member must be a .npy of a boolean or numeric dtype whose header (parsed by NumPy's
-    literal-only reader) declares exactly the bytes the member holds, so a forged shape
-    cannot make this allocate. Malformed input of any kind raises ValueError(reason);
-    OSError (missing file, a directory) passes through.
-    """
-    import zipfile
-    with open(path, "rb") as fh:
-        try:
-            arrays = {}
-            with zipfile.ZipFile(fh) as archive:
-                for info in archive.infolist():
-                    name = info.filename
-                    if not name.endswith(".npy"):
-                        raise ValueError(f"member {name!r} is not a .npy array")
-                    if name[:-4] in arrays:
-                        raise ValueError(f"member {name!r} appears more than once")
-                    with archive.open(info) as member:
-                        arrays[name[:-4]] = _read_npy(member, info.file_size, name)
-            return arrays
-        except ValueError:
-            raise
-        except Exception as e:  # BadZipFile, bad CRC, zlib errors, EOF, encrypted members ...
-            raise ValueError(f"{type(e).__name__}: {e}") from None
-
-
-def _read_npy(member, size, name):
-    fmt = numpy.lib.format
-    try:
-        version = fmt.read_magic(member)
-    except ValueError:
-        raise ValueError(f"member {name!r} is not a .npy array (bad magic string)") from None
-    if version not in ((1, 0), (2, 0), (3, 0)):
-        raise ValueError(f"member {name!r} has unsupported .npy format version {version}")
-    try:  # NumPy parses the header with ast.literal_eval: literals only, no code
-        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, fortran_order, dt = read_header(member)
-    except Exception as e:
-        raise ValueError(f"member {name!r} has an invalid .npy header ({type(e).__name__}: {e})") from None
-    if dt.hasobject or dt.kind not in "biufc":
-        raise ValueError(f"member {name!r} has dtype {dt}; only boolean and numeric arrays are "
-                         "loaded (object arrays would need pickle)")
-    count = 1
-    for n in shape:
-        if n < 0:
-            raise ValueError(f"member {name!r} declares a negative shape {shape}")
-        count *= n
-    declared, held = count * dt.itemsize, size - member.tell()
-    if declared != held:
-        raise ValueError(f"member {name!r} declares shape {shape} of {dt} ({declared} bytes) "
-                         f"but holds {held} bytes")
-    data = member.read(held)
-    if len(data) != held or member.read(1):
-        raise ValueError(f"member {name!r} is truncated")
-    array = numpy.frombuffer(data, dtype=dt)
-    return array.reshape(shape, order="F" if fortran_order else "C").copy()
 
 
 def ignore_float_errors():

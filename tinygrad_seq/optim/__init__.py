@@ -1,4 +1,5 @@
-"""Optimizers with PyTorch's update rules: SGD, Adam, AdamW, RMSprop.
+"""Optimizers with PyTorch's update rules: SGD, Adam, AdamW, RMSprop (learning-rate
+schedules are in `optim.lr_scheduler`).
 
 An optimizer holds `param_groups` (a list of dicts: "params" plus that group's
 hyperparameters) and per-parameter `state` (a dict keyed by the parameter). `step()`
@@ -9,11 +10,11 @@ hyperparameters are kept as Python floats, so float32 stays float32.
 """
 from collections.abc import Mapping
 
-from . import backend
-from .autograd import enable_grad
-from .tensor import Tensor
+from .. import backend
+from ..autograd import enable_grad
+from ..tensor import Tensor
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "lr_scheduler"]
 
 
 class Optimizer:
@@ -33,6 +34,9 @@ class Optimizer:
         if isinstance(params, Tensor):
             raise TypeError(f"{self._name}: params must be an iterable of Tensors or of dicts, got a single "
                             "Tensor (pass [tensor] or model.parameters())")
+        if callable(getattr(params, "named_parameters", None)):
+            raise TypeError(f"{self._name}: params must be an iterable of Tensors or of dicts, got the "
+                            f"{type(params).__name__} module itself (pass model.parameters())")
         groups = list(params)
         if not groups:
             raise ValueError(f"{self._name}: optimizer got an empty parameter list")
@@ -354,3 +358,6 @@ class RMSprop(Optimizer):
             data -= lr * buf
         else:
             data -= lr * (grad / avg)
+
+
+from . import lr_scheduler  # noqa: E402  (after the optimizers: schedulers only read param_groups)

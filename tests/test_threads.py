@@ -1,0 +1,66 @@
+"""tg.set_num_threads / get_num_threads, and the import-time default (one thread unless the user chose)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tinygrad_seq as tg
+
+ROOT = Path(__file__).resolve().parents[1]
+CHOICES = ("TINYGRAD_SEQ_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def threads_after_import(**env):
+    """get_num_threads() in a fresh interpreter that imports tinygrad_seq with `env` set."""
+    clean = {k: v for k, v in os.environ.items() if k not in CHOICES}
+    clean["PYTHONPATH"] = str(ROOT)
+    code = "import os, tinygrad_seq as tg; print(tg.get_num_threads(), 'OPENBLAS_NUM_THREADS' in os.environ)"
+    proc = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    threads, env_set = proc.stdout.split()
+    return int(threads), env_set == "True"
+
+
+# OpenBLAS caps its thread count at the number of cores when it starts
+needs_two_cores = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
+
+
+@pytest.fixture
+def restore_threads():
+    before = tg.get_num_threads()
+    yield
+    tg.set_num_threads(before)
+
+
+@needs_two_cores
+def test_set_and_get(restore_threads):
+    tg.set_num_threads(2)
+    assert tg.get_num_threads() == 2
+    tg.set_num_threads(1)
+    assert tg.get_num_threads() == 1
+
+
+def test_bad_thread_counts():
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="expected a positive integer"):
+            tg.set_num_threads(bad)
+
+
+def test_the_default_is_one_thread_without_touching_the_environment():
+    assert threads_after_import() == (1, False)
+
+
+@needs_two_cores
+def test_a_users_choice_wins():
+    assert threads_after_import(TINYGRAD_SEQ_NUM_THREADS="2")[0] == 2
+    assert threads_after_import(OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2")[0] == 2
+
+
+def test_a_bad_environment_value_is_named():
+    clean = {k: v for k, v in os.environ.items() if k not in CHOICES}
+    proc = subprocess.run([sys.executable, "-c", "import tinygrad_seq"], capture_output=True, text=True, timeout=60,
+                          env={**clean, "PYTHONPATH": str(ROOT), "TINYGRAD_SEQ_NUM_THREADS": "many"})
+    assert proc.returncode != 0 and "TINYGRAD_SEQ_NUM_THREADS must be a positive integer, got 'many'" in proc.stderr
