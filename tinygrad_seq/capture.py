@@ -328,7 +328,7 @@ class Loop(Function):
         run, T = ctx.run, ctx.xs.shape[0]
         program, S = run.program, run.program.n_state
         needs = ctx.needs_input_grad
-        dxs = backend.array_namespace(ctx.xs).zeros_like(ctx.xs) if needs[0] else None
+        dxs = backend.array_namespace(ctx.xs).empty_like(ctx.xs) if needs[0] else None  # every row is written
         g_state = list(g_state)
         summed, owned = [None] * len(program.kinds), set()  # per static slot: its gradient summed over steps
         every = run.every or T
@@ -414,8 +414,9 @@ def _backward_step(ctx, contexts, g_state, t, dxs, summed, owned):
             genv[slot] = g if genv[slot] is None else _accumulate(genv[slot], g, slot, step_owned)
     ops = run.recorded[t][0] if t < len(run.recorded) else run.step_ops  # recorded steps: their own needs
     _backward_ops(ops, contexts, genv, step_owned, ctx.array_type)
-    if dxs is not None and genv[0] is not None:
-        dxs[t] = genv[0].evaluate() if type(genv[0]) is ProductSum else genv[0]
+    if dxs is not None:
+        g = genv[0]
+        dxs[t] = 0 if g is None else g.evaluate() if type(g) is ProductSum else g
     for slot in run.static_slots:
         g = genv[slot]
         if g is not None:

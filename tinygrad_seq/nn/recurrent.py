@@ -10,7 +10,6 @@ import functools
 
 from .. import backend, capture as _capture
 from .. import functional as F
-from ..autograd import pause_gc
 from ..tensor import Tensor, cat, stack, where, zeros
 from . import init
 from .cells import GRUCell, LSTMCell, RNNCell
@@ -83,7 +82,6 @@ def _reverse_index(lengths, T, device):
     return xp.where(t < n, n - 1 - t, t), xp.arange(len(lengths))[None, :]
 
 
-@pause_gc()  # the loop builds thousands of tape nodes and no reference cycles
 def run_layers(layers, x, states=None, lengths=None, dropout=0.0, training=False, capture=True, checkpoint=None):
     """Run stacked, possibly bidirectional, recurrent layers over x (T, B, ...).
 
