@@ -184,7 +184,7 @@ def main(argv=None):
     model = CharLM(len(chars), args.embed, args.hidden, args.layers)
     params = list(model.parameters())
     opt = optim.Adam(params, lr=args.lr)
-    print(f"model: {sum(p.size for p in params):,} parameters\n{model}")
+    print(f"model: {sum(p.numel() for p in params):,} parameters\n{model}")
 
     x_all, y_all = streams(train, args.batch)
     chunks = len(x_all) // args.bptt

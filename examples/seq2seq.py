@@ -240,7 +240,7 @@ def main(argv=None):
     model = DateTranslator(args.embed, args.hidden)
     params = list(model.parameters())
     opt = optim.Adam(params, lr=args.lr)
-    print(f"model: {sum(p.size for p in params):,} parameters\n{model}")
+    print(f"model: {sum(p.numel() for p in params):,} parameters\n{model}")
 
     history = {"loss": [], "test_acc": []}
     data = training_batches(train_days, args.batch, rng)

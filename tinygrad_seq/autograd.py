@@ -15,7 +15,7 @@ import weakref
 
 from . import backend
 
-Tensor = None  # set by tensor.py (tensor.py imports this module first)
+Tensor = None  # set by _tensor.py (_tensor.py imports this module first)
 
 _grad_enabled = True
 _detect_anomaly = False
@@ -132,7 +132,7 @@ class Function:
         arrays, parents, array_type, record = [], [], None, False
         for a in args:
             if isinstance(a, Tensor):
-                data = a.data
+                data = a._data
                 if array_type is None:
                     array_type = type(data)
                 elif type(data) is not array_type or array_type is not _host_array:
@@ -242,7 +242,7 @@ def _run_hooks(hooks, grad):
     for hook in hooks:
         result = hook(Tensor._make(grad, None, 0))
         if result is not None:
-            grad = result.data if isinstance(result, Tensor) else result
+            grad = result._data if isinstance(result, Tensor) else result
     return grad
 
 
@@ -321,7 +321,7 @@ def backward(root, grad, retain_graph=False):
         if leaf.grad is None:
             leaf.grad = Tensor._make(g if owned else g.copy(), None, 0)
         else:
-            leaf.grad.data += g
+            leaf.grad._data += g
 
 
 def _count_consumers(start):
@@ -428,4 +428,4 @@ def _node_hooks(node, grads):
             if tensor.grad is None:
                 tensor.grad = Tensor._make(grads[index].copy(), None, 0)
             else:  # accumulate over backward calls, as leaves do (and PyTorch's retain_grad)
-                tensor.grad.data += grads[index]
+                tensor.grad._data += grads[index]

@@ -12,7 +12,7 @@ one per leaf, one edge per recorded input), for `dot -Tpng` or any DOT viewer.
 from .autograd import Function
 from .nn.module import Module
 from .nn.recurrent import Recurrent, RNNBase
-from .tensor import Tensor, stack
+from ._tensor import Tensor, stack
 
 __all__ = ["gradient_flow", "to_dot"]
 
@@ -130,7 +130,7 @@ def gradient_flow(module, loss_fn, x, state=None, *, lengths=None, layer=-1, dir
     probe.requires_grad = True  # so the tape is recorded even when every parameter is frozen
     result, recorders = _run_recorded(module, probe, state, lengths, component)
     loss = loss_fn(*result)
-    if not isinstance(loss, Tensor) or loss.size != 1:
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
         raise ValueError("gradient_flow: loss_fn must return a Tensor with one element, got "
                          f"{loss.shape if isinstance(loss, Tensor) else type(loss).__name__}")
     if loss._node is None:

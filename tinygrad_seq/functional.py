@@ -1,7 +1,7 @@
 """Composites: functions built only from Tensor ops, so their gradients come from the tape."""
 from . import backend
 from .autograd import is_grad_enabled
-from .tensor import Tensor, _axes, _axis, where
+from ._tensor import Tensor, _axes, _axis, where
 
 
 def _exp_nonpositive(z):
@@ -13,7 +13,7 @@ def _exp_nonpositive(z):
     (exp(-40) ~ 4e-18 in float32, exp(-200) in float64). NaN stays NaN; -inf gives 0.
     """
     floor = _EXP_FLOOR.get(z.dtype.itemsize, -200.0)
-    return where(~(z.data <= floor), z.clip(min=floor).exp(), 0.0)
+    return where(~(z._data <= floor), z.clip(min=floor).exp(), 0.0)
 
 
 _EXP_FLOOR = {2: -8.0, 4: -40.0}  # by itemsize: float16, float32; float64 and wider use -200
@@ -24,7 +24,7 @@ def logsumexp(x, axis=None, keepdims=False):
     axes = _axes("logsumexp", axis, x.ndim)
     if not backend.is_floating(x.dtype):  # integers and bools: in float64, as NumPy's exp would
         x = x.double()
-    if x.size == 0:  # nothing to shift by; a sum over no elements is log(0) = -inf, as in PyTorch and SciPy
+    if x.numel() == 0:  # nothing to shift by; a sum over no elements is log(0) = -inf, as in PyTorch and SciPy
         with backend.ignore_float_errors():
             out = x.exp().sum(axes, keepdims=keepdims).log()
         return out
@@ -38,8 +38,8 @@ def logsumexp(x, axis=None, keepdims=False):
 def _max_shift(x, axes):
     """The max over `axes` (kept), detached, with infinities replaced by 0: what exp's argument is shifted by."""
     shift = x.detach().max(axes, keepdims=True)
-    finite = backend.array_namespace(shift.data).isfinite(shift.data)
-    return Tensor._make(backend.array_namespace(shift.data).where(finite, shift.data, 0), None, 0)
+    finite = backend.array_namespace(shift._data).isfinite(shift._data)
+    return Tensor._make(backend.array_namespace(shift._data).where(finite, shift._data, 0), None, 0)
 
 
 def log_softmax(x, axis=-1):
@@ -49,7 +49,7 @@ def log_softmax(x, axis=-1):
     at |x| ~ 1e4 in float32, x - logsumexp(x) loses three digits.
     """
     a = _axis("log_softmax", axis, x.ndim)
-    if x.size == 0 or not backend.is_floating(x.dtype):
+    if x.numel() == 0 or not backend.is_floating(x.dtype):
         return x - logsumexp(x, a, keepdims=True)
     z = x - _max_shift(x, (a,))
     return z - _exp_nonpositive(z).sum(a, keepdims=True).log()
@@ -64,7 +64,7 @@ def softmax(x, axis=-1):
 
 def one_hot(target, num_classes, dtype=None):
     """A (..., num_classes) float tensor with ones at the integer `target` positions (no gradient)."""
-    t = target.data if isinstance(target, Tensor) else backend.new_array(target, None, "cpu")
+    t = target._data if isinstance(target, Tensor) else backend.new_array(target, None, "cpu")
     if not backend.is_integer(t.dtype):
         raise TypeError(f"one_hot: target must be integer, got {t.dtype}")
     xp = backend.array_namespace(t)
@@ -98,8 +98,8 @@ def nll_loss(log_probs, target, ignore_index=-100, reduction="mean"):
         raise ValueError(f"nll_loss: target has shape {target.shape}, expected {expected} for input "
                          f"of shape {log_probs.shape} (classes on axis 1)")
     n_classes = log_probs.shape[1]
-    xp = backend.array_namespace(target.data)
-    t = target.data
+    xp = backend.array_namespace(target._data)
+    t = target._data
     valid = t != ignore_index
     if t.size and bool(((t[valid] < 0) | (t[valid] >= n_classes)).any()):
         raise ValueError(f"nll_loss: target values must be in [0, {n_classes}) or ignore_index={ignore_index}")
@@ -149,7 +149,7 @@ def linear(x, weight, bias=None):
 
 def embedding(indices, weight, padding_idx=None):
     """Rows of `weight` gathered by integer `indices` (the backward scatter-adds into them)."""
-    idx = indices.data if isinstance(indices, Tensor) else backend.new_array(indices, None, weight.device)
+    idx = indices._data if isinstance(indices, Tensor) else backend.new_array(indices, None, weight.device)
     if not backend.is_integer(idx.dtype):
         raise TypeError(f"embedding: indices must be integers, got {idx.dtype}")
     n = weight.shape[0]

@@ -3,7 +3,7 @@ import random
 
 from . import backend
 from .autograd import no_grad
-from .tensor import Tensor
+from ._tensor import Tensor
 
 
 class GradcheckError(AssertionError):
@@ -39,7 +39,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
     with no_grad():
         out = fn(*inputs)
     stream = random.Random(0)
-    weights = [Tensor([stream.uniform(0.5, 1.5) for _ in range(o.size)], dtype=backend.float64,
+    weights = [Tensor([stream.uniform(0.5, 1.5) for _ in range(o.numel())], dtype=backend.float64,
                       device=o.device).reshape(o.shape)
                if isinstance(o, Tensor) and backend.is_floating(o.dtype) else None
                for o in (out if isinstance(out, (tuple, list)) else (out,))]

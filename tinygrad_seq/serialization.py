@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 
 from . import backend
-from .tensor import Tensor
+from ._tensor import Tensor
 
 __all__ = ["save", "load"]
 

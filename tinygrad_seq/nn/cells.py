@@ -5,7 +5,7 @@ per-sequence work out of the time loop: one matmul projects every time step's in
 once, and the recurrent weight is transposed into a contiguous array once.
 """
 from .. import functional as F
-from ..tensor import zeros
+from .._tensor import zeros
 from . import init
 from .module import Module, Parameter
 

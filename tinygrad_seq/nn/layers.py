@@ -2,7 +2,7 @@
 import math
 
 from .. import functional as F
-from ..tensor import zeros
+from .._tensor import zeros
 from . import init
 from .module import Module, Parameter
 

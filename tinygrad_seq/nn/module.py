@@ -2,7 +2,7 @@
 from collections import namedtuple
 
 from .. import backend
-from ..tensor import Tensor
+from .._tensor import Tensor
 
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
 
@@ -156,9 +156,9 @@ class Module:
                 data = backend.to_device(data, device)
             return data.astype(dtype) if dtype is not None and backend.is_floating(data.dtype) else data
         for _, t in self._tensors():
-            t.data = convert(t.data)
+            t._data = convert(t._data)
             if t.grad is not None:
-                t.grad.data = convert(t.grad.data)
+                t.grad._data = convert(t.grad._data)
         return self
 
     def to(self, device=None, dtype=None):

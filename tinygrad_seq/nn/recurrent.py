@@ -11,7 +11,7 @@ import functools
 from .. import backend
 from .. import functional as F
 from ..autograd import pause_gc
-from ..tensor import Tensor, cat, stack, where, zeros
+from .._tensor import Tensor, cat, stack, where, zeros
 from . import init
 from .cells import GRUCell, LSTMCell, RNNCell
 from .module import Module, Parameter

@@ -5,7 +5,7 @@ owns its gradient buffer, so this touches nobody else's array). pad_sequence is 
 from Tensor ops (cat with a constant block, then one stack), so it is differentiable.
 """
 from .. import backend
-from ..tensor import Tensor, cat, full, stack
+from .._tensor import Tensor, cat, full, stack
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "pad_sequence"]
 

@@ -63,15 +63,15 @@ class Tensor:
     nested list, NumPy/CuPy array or Tensor). Floats default to float32, float64 arrays
     stay float64, integers stay integers.
     """
-    __slots__ = ("data", "grad", "_requires_grad", "_node", "_index", "_hooks", "__weakref__")
+    __slots__ = ("_data", "grad", "_requires_grad", "_node", "_index", "_hooks", "__weakref__")
     __array_priority__ = 1000  # so ndarray (op) Tensor defers to Tensor's reflected operators
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
         if isinstance(data, Tensor):
-            data = data.data
+            data = data._data
         if device is None:
             device = backend.device_of(data) if backend.is_array(data) else "cpu"
-        self.data = backend.new_array(data, None if dtype is None else backend.dtype(dtype),
+        self._data = backend.new_array(data, None if dtype is None else backend.dtype(dtype),
                                       backend.parse_device(device))
         self.grad = None
         self._node, self._index, self._hooks = None, 0, None
@@ -81,7 +81,7 @@ class Tensor:
     @classmethod
     def _make(cls, data, node, index):
         t = cls.__new__(cls)
-        t.data, t.grad, t._node, t._index, t._hooks = data, None, node, index, None
+        t._data, t.grad, t._node, t._index, t._hooks = data, None, node, index, None
         t._requires_grad = node is not None
         return t
 
@@ -93,8 +93,8 @@ class Tensor:
 
     @requires_grad.setter
     def requires_grad(self, value):
-        if value and not backend.is_floating(self.data.dtype):
-            raise TypeError(f"only floating-point tensors can require grad, this one is {self.data.dtype}")
+        if value and not backend.is_floating(self._data.dtype):
+            raise TypeError(f"only floating-point tensors can require grad, this one is {self._data.dtype}")
         if not value and self._node is not None:
             raise RuntimeError("requires_grad can only be switched off on a leaf tensor; use .detach()")
         self._requires_grad = bool(value)
@@ -103,21 +103,38 @@ class Tensor:
         self.requires_grad = value
         return self
 
-    shape = property(lambda self: self.data.shape, doc="The shape, a tuple of ints.")
-    ndim = property(lambda self: self.data.ndim, doc="The number of dimensions.")
-    dtype = property(lambda self: self.data.dtype, doc="The element type (a NumPy dtype).")
-    size = property(lambda self: self.data.size, doc="The number of elements.")
-    device = property(lambda self: backend.device_of(self.data), doc='"cpu" or "cuda:N".')
+    @property
+    def data(self):
+        """The backend array (NumPy or CuPy) holding the values; not recorded on the tape."""
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._data = _as_data(value, self)
+
+    shape = property(lambda self: self._data.shape, doc="The shape, a tuple of ints.")
+    ndim = property(lambda self: self._data.ndim, doc="The number of dimensions.")
+    dtype = property(lambda self: self._data.dtype, doc="The element type (a NumPy dtype).")
+    device = property(lambda self: backend.device_of(self._data), doc='"cpu" or "cuda:N".')
     is_leaf = property(lambda self: self._node is None, doc="True unless an op recorded on the tape made it.")
     grad_fn = property(lambda self: self._node, doc="The Function node that made this tensor (None for leaves).")
 
+    def size(self, dim=None):
+        """The shape as a tuple, or the length of axis `dim` (PyTorch's size(); the element count is numel())."""
+        return self._data.shape if dim is None else self._data.shape[_axis("size", dim, self.ndim)]
+
+    def dim(self):
+        """The number of dimensions (PyTorch's name for ndim)."""
+        return self._data.ndim
+
     def numel(self):
-        return self.data.size
+        """The number of elements."""
+        return self._data.size
 
     def __len__(self):
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        return self.data.shape[0]
+        return self._data.shape[0]
 
     def __repr__(self):
         extra = f", grad_fn={self._node!r}" if self._node is not None else \
@@ -130,11 +147,11 @@ class Tensor:
     # ---- host access -----------------------------------------------------------------
     def numpy(self):
         """A NumPy copy (or view, on the CPU) of the data, detached from the tape."""
-        return backend.to_host(self.data)
+        return backend.to_host(self._data)
 
     def item(self):
         """The single element as a Python number."""
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise ValueError(f"item: only a tensor with one element can be converted, this one has shape {self.shape}")
         return self.numpy().item()
 
@@ -149,7 +166,7 @@ class Tensor:
         return int(self.item())
 
     def __bool__(self):
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise ValueError(f"the truth value of a tensor with shape {self.shape} is ambiguous")
         return bool(self.item())
 
@@ -163,12 +180,12 @@ class Tensor:
             raise RuntimeError("backward: this tensor does not require grad and has no grad_fn "
                                "(did you forget requires_grad=True, or run inside no_grad()?)")
         if grad is None:
-            if self.data.size != 1:
+            if self._data.size != 1:
                 raise RuntimeError(f"backward: grad can be implicitly created only for a tensor with one "
                                    f"element; this one has shape {self.shape}, so pass grad=")
-            grad = backend.array_namespace(self.data).ones(self.shape, dtype=self.dtype)
+            grad = backend.array_namespace(self._data).ones(self.shape, dtype=self.dtype)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else backend.new_array(grad, self.dtype, self.device)
+            grad = grad._data if isinstance(grad, Tensor) else backend.new_array(grad, self.dtype, self.device)
             if grad.shape != self.shape:
                 raise ValueError(f"backward: grad has shape {grad.shape}, expected {self.shape}")
             if backend.device_of(grad) != self.device:
@@ -179,7 +196,7 @@ class Tensor:
 
     def detach(self):
         """The same data, cut from the tape (shares memory)."""
-        return Tensor._make(self.data, None, 0)
+        return Tensor._make(self._data, None, 0)
 
     def retain_grad(self):
         """Keep .grad on this non-leaf tensor after backward (leaves always keep it)."""
@@ -249,9 +266,9 @@ class Tensor:
         other = _operand(other, self, name.strip("_"))
         if isinstance(other, Tensor):
             _same_device(name, self, other)
-            other = other.data
+            other = other._data
         try:
-            return Tensor._make(getattr(self.data, name)(other), None, 0)
+            return Tensor._make(getattr(self._data, name)(other), None, 0)
         except ValueError as e:
             raise ValueError(f"{name.strip('_')}: {e}") from None
 
@@ -290,7 +307,7 @@ class Tensor:
 
     def abs(self):
         """Elementwise |x| (gradient sign(x), +1 at 0)."""
-        return ops.Where.apply(self.data >= 0, self, ops.Neg.apply(self))
+        return ops.Where.apply(self._data >= 0, self, ops.Neg.apply(self))
 
     def clip(self, min=None, max=None):
         """Elementwise clamp to [min, max] (either may be None); also called clamp."""
@@ -308,7 +325,7 @@ class Tensor:
     def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
         """Mean over `axis` (int, tuple or None for all); `dim`/`keepdim` are PyTorch's names."""
         axes = _axes("mean", axis, self.ndim, dim)
-        count = self.size if axes is None else _prod(self.shape[a] for a in axes)
+        count = self._data.size if axes is None else _prod(self.shape[a] for a in axes)
         scale = 1.0 / count if count else float("nan")  # the mean of no elements is NaN, as in NumPy
         return ops.Sum.apply(self, axis=axes, keepdims=bool(keepdims or keepdim)) * scale
 
@@ -324,7 +341,7 @@ class Tensor:
         _check_nonempty("min", self, axes)
         if backend.is_floating(self.dtype):
             return -((-self).max(axes, keepdims))
-        out = self.data.min(axis=axes, keepdims=keepdims)  # bool/int: no gradient; -x fails (bool) or wraps (int)
+        out = self._data.min(axis=axes, keepdims=keepdims)  # bool/int: no gradient; -x fails (bool) or wraps (int)
         return Tensor._make(backend.as_array(out, self.device), None, 0)
 
     def logsumexp(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
@@ -350,8 +367,8 @@ class Tensor:
             return self
         known = _prod(n for n in shape if n != -1)
         if shape.count(-1) > 1 or any(n < -1 for n in shape) or \
-                (-1 in shape and (known == 0 or self.size % known)) or (-1 not in shape and known != self.size):
-            raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} ({self.size} elements) into {shape}")
+                (-1 in shape and (known == 0 or self.numel() % known)) or (-1 not in shape and known != self.numel()):
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} ({self.numel()} elements) into {shape}")
         return ops.Reshape.apply(self, shape=shape)
 
     view = reshape
@@ -466,8 +483,27 @@ def _prod(values):
 def _check_nonempty(op, tensor, axes):
     """max/min have no identity: reducing over an axis of length 0 is an error (as in NumPy)."""
     if any(tensor.shape[a] == 0 for a in (range(tensor.ndim) if axes is None else axes)) or \
-            (axes is None and tensor.size == 0):
+            (axes is None and tensor.numel() == 0):
         raise ValueError(f"{op}: cannot reduce over an axis of length 0 (shape {tensor.shape}, axis {axes})")
+
+
+def _as_data(value, tensor):
+    """What `tensor.data = value` stores: a Tensor's array, or an array on the tensor's device."""
+    if isinstance(value, Tensor):
+        value = value._data
+    elif not backend.is_array(value) and getattr(value, "ndim", None) == 0 and hasattr(value, "dtype") \
+            and tensor.device == "cpu":
+        value = backend.as_array(value)  # NumPy's 0-d results come back as NumPy scalars
+    if not backend.is_array(value):
+        raise TypeError(f".data must be an array of the tensor's device ({tensor.device}) or a Tensor, got "
+                        f"{type(value).__name__}; to change the values in place use `t.data[...] = ...` "
+                        "or `with no_grad(): t.copy_(...)`")
+    if backend.device_of(value) != tensor.device:
+        raise ValueError(f".data: the array is on {backend.device_of(value)} but the tensor on {tensor.device}; "
+                         "move the tensor with .to(device) (or Module.to) instead")
+    if tensor._requires_grad and not backend.is_floating(value.dtype):
+        raise TypeError(f".data: a tensor that requires grad must hold floats, got an array of {value.dtype}")
+    return value
 
 
 def _same_device(op, a, b):
@@ -497,7 +533,7 @@ def _index(index, tensor):
     for p in parts:
         if isinstance(p, Tensor):
             _same_device("getitem", tensor, p)
-            p = p.data
+            p = p._data
         elif isinstance(p, list):
             p = backend.new_array(p, None, tensor.device)
             if p.size == 0:  # [] and [[]] index nothing (NumPy's empty integer index); not float arrays
@@ -607,7 +643,7 @@ def where(condition, a, b):
     like = a if isinstance(a, Tensor) else b
     if isinstance(condition, Tensor):
         _same_device("where", like, condition) if isinstance(like, Tensor) else None
-        condition = condition.data
+        condition = condition._data
     elif not backend.is_array(condition):
         condition = backend.new_array(condition, backend.bool_, like.device if isinstance(like, Tensor) else "cpu")
     if condition.dtype != backend.bool_:
