@@ -330,9 +330,9 @@ op("sum", reduce_case(), reduction("sum"), lambda x, axis, keepdims, alias: np.s
 op("mean", reduce_case(), reduction("mean"), lambda x, axis, keepdims, alias: np.mean(x, axis, keepdims=keepdims),
    lambda g, x, axis, keepdims, alias: (expand_reduced(g, x.shape, axis, keepdims)
                                         / max(1, int(np.prod([x.shape[a] for a in axes_of(axis, x.ndim)]))),))
-op("max", reduce_case(distinct=True), reduction("max"),
+op("max", reduce_case(distinct=True), reduction("amax"),
    lambda x, axis, keepdims, alias: np.max(x, axis, keepdims=keepdims), _max_vjp(np.max))
-op("min", reduce_case(distinct=True), reduction("min"),
+op("min", reduce_case(distinct=True), reduction("amin"),
    lambda x, axis, keepdims, alias: np.min(x, axis, keepdims=keepdims), _max_vjp(np.min))
 op("logsumexp", reduce_case(), reduction("logsumexp"),
    lambda x, axis, keepdims, alias: np_logsumexp(x, axis, keepdims),

@@ -9,6 +9,7 @@ frees what a node saved as soon as its backward has run.
 import contextlib
 import functools
 import gc
+import inspect
 import os
 import traceback
 import weakref
@@ -19,6 +20,8 @@ Tensor = None  # set by _tensor.py (_tensor.py imports this module first)
 
 _grad_enabled = True
 _detect_anomaly = False
+_epoch = 0      # in-place writes so far; each node records the count it was made at
+_modified = {}  # id(buffer) -> (epoch of its last in-place write, weakref that drops the entry)
 
 
 def is_grad_enabled():
@@ -27,21 +30,22 @@ def is_grad_enabled():
 
 
 class _GradMode:
-    """Base of no_grad / enable_grad: a context manager and a decorator."""
+    """Base of no_grad / enable_grad: a context manager and a decorator (reusable and reentrant)."""
     enabled = True
 
     def __enter__(self):
         global _grad_enabled
-        self._previous, _grad_enabled = _grad_enabled, self.enabled
+        self.__dict__.setdefault("_previous", []).append(_grad_enabled)
+        _grad_enabled = self.enabled
 
     def __exit__(self, *exc):
         global _grad_enabled
-        _grad_enabled = self._previous
+        _grad_enabled = self._previous.pop()
 
     def __call__(self, fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with type(self)():
+            with self:
                 return fn(*args, **kwargs)
         return wrapper
 
@@ -56,6 +60,26 @@ class enable_grad(_GradMode):
     enabled = True
 
 
+class inference_mode(_GradMode):
+    """PyTorch's inference_mode(mode=True): here the same as no_grad() (there are no inference tensors)."""
+    def __init__(self, mode=True):
+        self.enabled = not mode
+
+
+class set_grad_enabled:
+    """set_grad_enabled(mode): switch recording on or off now; used with `with`, the old mode comes back at exit."""
+    def __init__(self, mode):
+        global _grad_enabled
+        self._previous, _grad_enabled = _grad_enabled, bool(mode)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._previous
+
+
 class detect_anomaly(_GradMode):
     """Context manager / decorator: raise as soon as an op's forward or backward makes NaN or inf.
 
@@ -64,11 +88,12 @@ class detect_anomaly(_GradMode):
     """
     def __enter__(self):
         global _detect_anomaly
-        self._previous, _detect_anomaly = _detect_anomaly, True
+        self.__dict__.setdefault("_previous", []).append(_detect_anomaly)
+        _detect_anomaly = True
 
     def __exit__(self, *exc):
         global _detect_anomaly
-        _detect_anomaly = self._previous
+        _detect_anomaly = self._previous.pop()
 
 
 _library_files = (os.path.dirname(os.path.abspath(__file__)), os.path.abspath(contextlib.__file__))
@@ -93,23 +118,46 @@ def _check_finite(node_name, site, arrays, shapes, stage):
 
 
 class Function:
-    """A differentiable primitive: subclass it and write `forward` and `backward`.
+    """A differentiable primitive: subclass it and write `forward` and `backward`, in one of two styles.
 
+    tinygrad style (plain methods; what ops.py uses): `ctx` is the instance.
     forward(ctx, *arrays, **kwargs) gets raw backend arrays (and any non-Tensor
     arguments as they are) and returns an array or a tuple of arrays; it stores on `ctx`
     whatever backward needs (`ctx.save_for_backward(*arrays)` or plain attributes).
     backward(ctx, *grads) gets one gradient array per output (None for outputs that got
     no gradient) and returns one gradient per input (an array or None), in input order.
-    `ctx.needs_input_grad[i]` tells whether input i wants a gradient. Call the op with
-    `MyFunction.apply(*tensors, **kwargs)`.
+
+    PyTorch style (both @staticmethod): forward(ctx, *args) gets Tensors and returns
+    Tensors, saving them with `ctx.save_for_backward(*tensors)`; backward(ctx, *grads)
+    gets Tensors and returns a Tensor or None per forward argument, written with Tensor
+    ops. The style is read from whether `forward` is a staticmethod.
+
+    Either way `ctx.needs_input_grad[i]` tells whether input i wants a gradient. Call the
+    op with `MyFunction.apply(*args, **kwargs)`.
     """
-    __slots__ = ("parents", "array_type", "n_outputs", "hooks", "released", "__dict__")
+    __slots__ = ("parents", "array_type", "n_outputs", "hooks", "released", "epoch", "__dict__")
+
+    def __init_subclass__(cls, _node=False, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if _node:
+            return
+        static = [isinstance(inspect.getattr_static(cls, m), staticmethod) for m in ("forward", "backward")]
+        if static[0] != static[1]:
+            raise TypeError(f"{cls.__name__}: forward and backward must both be @staticmethod (PyTorch style: "
+                            "Tensors in and out, ctx passed first) or both plain methods (tinygrad style: arrays "
+                            "in and out, ctx is the instance)")
+        if static[0]:
+            cls.apply = classmethod(_apply_torch_style)
+            cls._Node = type(cls.__name__, (_TorchStyleNode, cls), {"_function": cls}, _node=True)
 
     def forward(self, *arrays, **kwargs):
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
     def backward(self, *grads):
         raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"call a Function through its class: {type(self).__name__}.apply(*inputs)")
 
     @property
     def needs_input_grad(self):
@@ -118,6 +166,11 @@ class Function:
 
     def save_for_backward(self, *arrays):
         self.saved_arrays = arrays
+
+    @property
+    def saved_tensors(self):
+        """What save_for_backward stored (arrays, in this style)."""
+        return self.saved_arrays
 
     @property
     def name(self):
@@ -164,16 +217,15 @@ class Function:
             _check_finite(cls.__name__, ctx.site, out if type(out) is tuple else (out,), ctx.input_shapes, "forward")
         if type(out) is not tuple:
             if type(out) is not array_type and not backend.is_array(out):  # NumPy scalars from 0-d results
-                out = backend.as_array(out, _device(args))
+                out = _as_output(cls, out, args)
             if not record:
                 return Tensor._make(out, None, 0)
-            ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs = array_type, None, False, 1
+            ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs, ctx.epoch = array_type, None, False, 1, _epoch
             return Tensor._make(out, ctx, 0)
-        outs = [o if type(o) is array_type or backend.is_array(o) else backend.as_array(o, _device(args))
-                for o in out]
+        outs = [o if type(o) is array_type or backend.is_array(o) else _as_output(cls, o, args) for o in out]
         if not record:
             return tuple(Tensor._make(o, None, 0) for o in outs)
-        ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs = array_type, None, False, len(outs)
+        ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs, ctx.epoch = array_type, None, False, len(outs), _epoch
         return tuple(Tensor._make(o, ctx, i) for i, o in enumerate(outs))
 
     def add_hook(self, index, hook=None, retain=None):
@@ -188,6 +240,96 @@ class Function:
 
 
 _host_array = backend.ndarray
+
+
+def _as_output(cls, value, args):
+    """A forward result that is not an array: a NumPy scalar becomes a 0-d array; anything else is a mistake."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "dtype") and not isinstance(value, Tensor):
+        return backend.as_array(value, _device(args))
+    raise TypeError(f"{cls.__name__}.forward returned a {type(value).__name__}; a plain-method forward works on "
+                    "arrays and must return arrays (write forward and backward as @staticmethod for the "
+                    "PyTorch style, Tensors in and out)")
+
+
+class _TorchStyleNode:
+    """The tape node (and ctx) of a PyTorch-style Function: runs its Tensor backward on arrays."""
+    __slots__ = ()
+
+    def save_for_backward(self, *tensors):
+        for t in tensors:
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError(f"{self.name}: save_for_backward takes Tensors (or None), got {type(t).__name__}; "
+                                "keep other values as attributes of ctx")
+        self._saved = tensors
+
+    @property
+    def saved_tensors(self):
+        if "_saved" not in self.__dict__:
+            raise RuntimeError(f"{self.name}: no saved tensors (save_for_backward was not called, or the graph "
+                               "was freed by backward(); pass retain_graph=True to keep it)")
+        return self._saved
+
+    def mark_non_differentiable(self, *tensors):
+        """Outputs listed here get no gradient (e.g. indices returned beside values)."""
+        self._non_differentiable = tuple(id(t) for t in tensors)
+
+    def backward(self, *grads):
+        """Wrap the gradient arrays in Tensors (zeros where none arrived, as PyTorch does), run the
+        user's backward without recording (a create_graph mode could record it), unwrap the result."""
+        fn, name = self._function, self.name
+        grads = tuple(Tensor._make(g if g is not None else backend.namespace(device).zeros(shape, dtype), None, 0)
+                      for g, (shape, dtype, device) in zip(grads, self._outputs))
+        with no_grad():
+            result = fn.backward(self, *grads)
+        result = result if type(result) is tuple else (result,)
+        if len(result) != len(self.parents):
+            raise RuntimeError(f"{name}.backward returned {len(result)} gradients, expected {len(self.parents)} "
+                               "(one per forward argument, None for those without a gradient)")
+        out = []
+        for k, (g, need, is_tensor) in enumerate(zip(result, self.needs_input_grad, self._tensor_inputs)):
+            if g is not None and not is_tensor:
+                raise RuntimeError(f"{name}.backward returned a gradient for argument {k}, which is not a Tensor; "
+                                   "return None there")
+            if g is not None and not isinstance(g, Tensor):
+                raise TypeError(f"{name}.backward returned a {type(g).__name__} for argument {k}; return a Tensor "
+                                "(or None)")
+            out.append(g._data if g is not None and need else None)
+        return tuple(out)
+
+
+def _apply_torch_style(cls, *args, **kwargs):
+    """Function.apply for PyTorch-style Functions: forward runs on Tensors without recording."""
+    ctx = cls._Node.__new__(cls._Node)
+    parents, record, first = [], False, None
+    for a in args:
+        if isinstance(a, Tensor):
+            if first is None:
+                first = a
+            elif a.device != first.device:
+                _check_devices(cls, args)
+            if a._requires_grad:
+                record = True
+                parents.append(a._edge() + (a.shape, a.dtype))
+                continue
+        parents.append(None)
+    record = record and _grad_enabled
+    ctx.parents = parents if record else [None] * len(parents)
+    ctx._tensor_inputs = tuple(isinstance(a, Tensor) for a in args)
+    ctx._non_differentiable = ()
+    with no_grad():
+        out = cls.forward(ctx, *args, **kwargs)
+    outs = (out,) if isinstance(out, Tensor) else out
+    if not isinstance(outs, tuple) or not outs or not all(isinstance(o, Tensor) for o in outs):
+        raise TypeError(f"{cls.__name__}.forward (a @staticmethod, PyTorch style) must return a Tensor or a "
+                        f"tuple of Tensors, got {type(out).__name__}")
+    if not record:
+        return out
+    ctx.array_type, ctx.hooks, ctx.released = type(first._data), None, False
+    ctx.n_outputs, ctx.epoch = len(outs), _epoch
+    ctx._outputs = [(o.shape, o.dtype, o.device) for o in outs]
+    results = tuple(Tensor._make(o._data, None if id(o) in ctx._non_differentiable or not backend.is_floating(o.dtype)
+                                 else ctx, k) for k, o in enumerate(outs))
+    return results[0] if isinstance(out, Tensor) else results
 
 
 def _device(args):
@@ -244,6 +386,44 @@ def _run_hooks(hooks, grad):
         if result is not None:
             grad = result._data if isinstance(result, Tensor) else result
     return grad
+
+
+def mark_modified(array):
+    """Record an in-place write into `array`'s memory (Tensor.add_ and friends call this).
+
+    Nodes made before the write that saved any view of that memory refuse to run backward
+    (PyTorch's version counter). Cost lands on in-place ops and on backward after one, never
+    on Function.apply: a node only stores the write count it was made at.
+    """
+    global _epoch
+    while backend.is_array(array.base):
+        array = array.base
+    _epoch += 1
+    key = id(array)
+    entry = _modified.get(key)
+    _modified[key] = (_epoch, entry[1] if entry else weakref.ref(array, lambda _, k=key: _modified.pop(k, None)))
+
+
+def _saved_arrays(node):
+    for value in node.__dict__.values():
+        for v in value if type(value) is tuple else (value,):
+            v = v._data if isinstance(v, Tensor) else v
+            if backend.is_array(v):
+                yield v
+
+
+def _check_saved(node):
+    """Raise if an array `node` saved was written in place after the node was made."""
+    made = getattr(node, "epoch", 0)
+    for a in _saved_arrays(node):
+        while backend.is_array(a.base):
+            a = a.base
+        entry = _modified.get(id(a))
+        if entry is not None and entry[0] > made:
+            raise RuntimeError(f"backward: one of the variables needed for gradient computation has been modified "
+                               f"by an inplace operation: {node.name} saved an array that was written in place "
+                               "(add_, mul_, copy_, ...) after the op ran, so its gradient would be wrong. Use the "
+                               "out-of-place op (x = x * 2), or .clone() the tensor before changing it")
 
 
 @contextlib.contextmanager
@@ -357,8 +537,13 @@ def _walk(start, index, grad, retain_graph, to_leaf):
             grads = _evaluated(grads)
         if node.released:
             raise RuntimeError(f"backward: the graph was already freed by an earlier backward() (reached "
-                               f"{node.name} again); pass retain_graph=True to the first backward() "
-                               "to backpropagate through the same graph twice")
+                               f"{node.name} again). In a loop over batches that carries a hidden state "
+                               "(truncated BPTT), detach the carried state before the next batch: "
+                               "h = h.detach(), or tuple(s.detach() for s in state) for an LSTM. To "
+                               "backpropagate through the same graph twice on purpose, pass "
+                               "retain_graph=True to the first backward()")
+        if _modified and getattr(node, "epoch", 0) != _epoch:
+            _check_saved(node)
         if node.hooks:
             _node_hooks(node, grads)
         parents = node.parents

@@ -7,7 +7,8 @@ between host and device, for scatter-add and for random numbers.
 import numpy
 
 float16, float32, float64 = numpy.dtype("float16"), numpy.dtype("float32"), numpy.dtype("float64")
-int32, int64, bool_ = numpy.dtype("int32"), numpy.dtype("int64"), numpy.dtype("bool")
+int8, int16, int32, int64 = (numpy.dtype(n) for n in ("int8", "int16", "int32", "int64"))
+uint8, bool_ = numpy.dtype("uint8"), numpy.dtype("bool")
 default_float = float32
 ndarray = numpy.ndarray  # the host array type (for isinstance checks)
 
@@ -174,6 +175,9 @@ def new_array(data, dtype=None, device="cpu"):
     Python floats become float32 unless `dtype` says otherwise; arrays and NumPy scalars keep their dtype.
     """
     if is_array(data):
+        if data.dtype.kind not in "biuf":
+            raise TypeError(f"Tensor: cannot make a tensor from an array of dtype {data.dtype} "
+                            "(only boolean, integer and floating-point data)")
         if dtype is None:
             dtype = data.dtype
         if device_of(data) != device:

@@ -37,7 +37,7 @@ def logsumexp(x, axis=None, keepdims=False):
 
 def _max_shift(x, axes):
     """The max over `axes` (kept), detached, with infinities replaced by 0: what exp's argument is shifted by."""
-    shift = x.detach().max(axes, keepdims=True)
+    shift = x.detach().amax(axes, keepdims=True)
     finite = backend.array_namespace(shift._data).isfinite(shift._data)
     return Tensor._make(backend.array_namespace(shift._data).where(finite, shift._data, 0), None, 0)
 
@@ -58,7 +58,7 @@ def log_softmax(x, axis=-1):
 def softmax(x, axis=-1):
     """exp(x - max) / sum(exp(x - max)) along `axis`."""
     a = _axis("softmax", axis, x.ndim)
-    e = _exp_nonpositive(x - x.detach().max(a, keepdims=True))
+    e = _exp_nonpositive(x - x.detach().amax(a, keepdims=True))
     return e / e.sum(a, keepdims=True)
 
 

@@ -278,6 +278,15 @@ class Contiguous(Function):
         return g
 
 
+class Clone(Function):
+    """A copy that owns its memory (an identity for gradients)."""
+    def forward(ctx, a):
+        return a.copy()
+
+    def backward(ctx, g):
+        return g
+
+
 class Cast(Function):
     """Convert to another dtype; the gradient is converted back."""
     def forward(ctx, a, dtype):
