@@ -285,6 +285,25 @@ def _read_npy(member, size, name):
     return array.reshape(shape, order="F" if fortran_order else "C").copy()
 
 
+def erf(array):
+    """The error function, elementwise: CuPy's kernel on a GPU, SciPy's when installed, else libm's erf."""
+    if not isinstance(array, numpy.ndarray):
+        if device_of(array).startswith("cuda:"):
+            import cupyx.scipy.special
+            return cupyx.scipy.special.erf(array)
+        return to_device(erf(to_host(array)), device_of(array))
+    try:
+        from scipy.special import erf as scipy_erf
+    except ImportError:
+        return _libm_erf(array).astype(array.dtype)
+    return scipy_erf(array)
+
+
+def _libm_erf(array):
+    import math
+    return numpy.frompyfunc(math.erf, 1, 1)(array).astype(array.dtype if array.dtype.kind == "f" else float64)
+
+
 def ignore_float_errors():
     """A context in which NumPy does not warn about inf/NaN (anomaly checks report them instead)."""
     return numpy.errstate(all="ignore")

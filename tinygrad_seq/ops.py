@@ -4,7 +4,9 @@ Gradients of broadcast operands are returned at the broadcast shape; the engine 
 back to each input's shape (autograd._reduce_to). Everything else is a composite of these.
 """
 from .autograd import Function, ProductSum
-from .backend import array_namespace, device_of, is_array, scatter_add, to_device
+import math
+
+from .backend import array_namespace, device_of, erf, is_array, scatter_add, to_device
 
 
 def _namespace(*values):
@@ -76,9 +78,9 @@ class Maximum(Function):
 
     def backward(ctx, g):
         a, b = ctx.a, ctx.b
-        share = (a > b) + (a == b) * 0.5
-        share = share.astype(g.dtype)
-        return g * share, g * (1 - share)
+        need_a, need_b = ctx.needs_input_grad
+        share = ((a > b) + (a == b) * 0.5).astype(g.dtype)
+        return (g * share if need_a else None), (g * (1 - share) if need_b else None)
 
 
 class Minimum(Function):
@@ -89,8 +91,9 @@ class Minimum(Function):
 
     def backward(ctx, g):
         a, b = ctx.a, ctx.b
+        need_a, need_b = ctx.needs_input_grad
         share = ((a < b) + (a == b) * 0.5).astype(g.dtype)
-        return g * share, g * (1 - share)
+        return (g * share if need_a else None), (g * (1 - share) if need_b else None)
 
 
 class Where(Function):
@@ -165,6 +168,20 @@ class Sigmoid(Function):
         return d
 
 
+class Erf(Function):
+    """The error function; d erf(x)/dx = 2/sqrt(pi) exp(-x^2)."""
+    def forward(ctx, a):
+        ctx.a = a
+        return erf(a)
+
+    def backward(ctx, g):
+        a = ctx.a
+        d = _exp_nonpositive(array_namespace(g), -(a * a))
+        d *= g
+        d *= 2 / math.sqrt(math.pi)
+        return d
+
+
 class Relu(Function):
     def forward(ctx, a):
         ctx.a = a
@@ -205,6 +222,107 @@ class Max(Function):
         mask = (ctx.a == ctx.out).astype(g.dtype)
         mask /= mask.sum(axis=ctx.axis, keepdims=True)
         return _expand_back(g, ctx.a.shape, ctx.axis, ctx.keepdims) * mask
+
+
+# ---- log-softmax and the losses on it (fused: one node each, forward and backward) ----------
+
+EXP_FLOOR = {2: -8.0, 4: -40.0}  # by itemsize: float16, float32; float64 and wider use -200
+
+
+def _exp_nonpositive(xp, z):
+    """exp(z) for z <= 0, exactly 0 below a floor where it is negligible next to 1 (no underflow; NaN stays)."""
+    floor = EXP_FLOOR.get(z.dtype.itemsize, -200.0)
+    return xp.where(~(z <= floor), xp.exp(xp.maximum(z, z.dtype.type(floor))), z.dtype.type(0))
+
+
+def _log_softmax(xp, a, axis):
+    """(a - max) - log(sum(exp(a - max))): no overflow for any magnitude, no cancellation at |a| ~ 1e4."""
+    m = a.max(axis=axis, keepdims=True)
+    z = a - xp.where(xp.isfinite(m), m, m.dtype.type(0))
+    z -= xp.log(_exp_nonpositive(xp, z).sum(axis=axis, keepdims=True))
+    return z
+
+
+class LogSoftmax(Function):
+    """log_softmax along `axis`; backward g - softmax * sum(g)."""
+    def forward(ctx, a, axis):
+        ctx.out, ctx.axis = _log_softmax(array_namespace(a), a, axis), axis
+        return ctx.out
+
+    def backward(ctx, g):
+        p = _exp_nonpositive(array_namespace(g), ctx.out)
+        p *= g.sum(axis=ctx.axis, keepdims=True)
+        return g - p
+
+
+def _reduced(per_row, reduction, denominator):
+    if reduction == "none":
+        return per_row
+    total = per_row.sum()
+    return total / denominator if reduction == "mean" else total
+
+
+class NLLLoss(Function):
+    """-w[t_i] logp[i, t_i] over rows of a (N, C) array of log-probabilities, reduced.
+
+    target (N,) holds class indices (ignore_index rows count for nothing); weight (C,) or None.
+    """
+    def forward(ctx, logp, target, weight, ignore_index, reduction):
+        xp = array_namespace(logp)
+        ctx.rows, ctx.cols, ctx.w_t, ctx.denominator = _pick(xp, logp, target, weight, ignore_index)
+        ctx.shape, ctx.reduction = logp.shape, reduction
+        return _reduced(-logp[ctx.rows, ctx.cols] * ctx.w_t, reduction, ctx.denominator)
+
+    def backward(ctx, g):
+        out = array_namespace(g).zeros(ctx.shape, dtype=g.dtype)
+        scale = g if ctx.reduction == "none" else (g / ctx.denominator if ctx.reduction == "mean" else g)
+        out[ctx.rows, ctx.cols] = -scale * ctx.w_t
+        return out, None, None
+
+
+def _pick(xp, scores, target, weight, ignore_index):
+    """Row and column indices of each row's target, its weight (0 where ignored) and their sum."""
+    valid = target != ignore_index
+    cols = xp.where(valid, target, 0)
+    w_t = valid.astype(scores.dtype) if weight is None else weight[cols] * valid
+    return xp.arange(scores.shape[0]), cols, w_t, w_t.sum()
+
+
+class CrossEntropy(Function):
+    """log_softmax + NLL (+ label smoothing) over rows of (N, C) logits in one node, PyTorch's formula:
+
+    loss_i = (1 - eps) w[t_i] (-logp[i, t_i]) + eps / C * sum_c w_c (-logp[i, c]), ignored rows 0;
+    'mean' divides both parts by the sum of w[t_i] over rows not ignored. The gradient is
+    softmax * (row weight) - the target terms, computed from the saved log-probabilities.
+    """
+    def forward(ctx, logits, target, weight, ignore_index, label_smoothing, reduction):
+        xp = array_namespace(logits)
+        logp = _log_softmax(xp, logits, 1)
+        rows, cols, w_t, denominator = _pick(xp, logits, target, weight, ignore_index)
+        loss = -logp[rows, cols] * w_t
+        if label_smoothing:
+            valid = (target != ignore_index).astype(logits.dtype)
+            smooth = -(logp.sum(axis=1) if weight is None else logp @ weight) * valid
+            loss = loss * (1 - label_smoothing) + smooth * (label_smoothing / logits.shape[1])
+            ctx.valid = valid
+        ctx.logp, ctx.rows, ctx.cols, ctx.w_t, ctx.denominator = logp, rows, cols, w_t, denominator
+        ctx.weight, ctx.label_smoothing, ctx.reduction = weight, label_smoothing, reduction
+        return _reduced(loss, reduction, denominator)
+
+    def backward(ctx, g):
+        xp, eps, C = array_namespace(g), ctx.label_smoothing, ctx.logp.shape[1]
+        scale = g if ctx.reduction == "none" else (g / ctx.denominator if ctx.reduction == "mean" else g)
+        a = scale * ctx.w_t * (1 - eps)  # per row: the weight of the NLL part
+        grad = _exp_nonpositive(xp, ctx.logp)
+        if eps:
+            b = scale * ctx.valid * (eps / C)  # per row: the weight of the smoothing part
+            total = C if ctx.weight is None else ctx.weight.sum()
+            grad *= (a + b * total)[:, None]
+            grad -= b[:, None] if ctx.weight is None else b[:, None] * ctx.weight
+        else:
+            grad *= a[:, None]
+        grad[ctx.rows, ctx.cols] -= a
+        return grad, None, None
 
 
 # ---- linear algebra ------------------------------------------------------------------
