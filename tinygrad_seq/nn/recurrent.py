@@ -216,6 +216,9 @@ class RNNBase(Module):
     def forward(self, x, hx=None, lengths=None):
         return self.run_cells(self.cells(), x, hx, lengths)
 
+    def flatten_parameters(self):
+        """A no-op kept for PyTorch code: there is no fused cuDNN weight buffer to compact here."""
+
     def run_cells(self, layers, x, hx=None, lengths=None):
         """forward() with the given per-layer (forward, reverse) cells, e.g. wrapped ones from cells()."""
         name, D, H = type(self).__name__, 2 if self.bidirectional else 1, self.hidden_size
