@@ -231,28 +231,33 @@ EXP_FLOOR = {2: -8.0, 4: -40.0}  # by itemsize: float16, float32; float64 and wi
 
 def _exp_nonpositive(xp, z):
     """exp(z) for z <= 0, exactly 0 below a floor where it is negligible next to 1 (no underflow; NaN stays)."""
-    floor = EXP_FLOOR.get(z.dtype.itemsize, -200.0)
-    return xp.where(~(z <= floor), xp.exp(xp.maximum(z, z.dtype.type(floor))), z.dtype.type(0))
+    floor = z.dtype.type(EXP_FLOOR.get(z.dtype.itemsize, -200.0))
+    e = xp.maximum(z, floor)
+    xp.exp(e, out=e)
+    e *= ~(z <= floor)
+    return e
 
 
 def _log_softmax(xp, a, axis):
-    """(a - max) - log(sum(exp(a - max))): no overflow for any magnitude, no cancellation at |a| ~ 1e4."""
+    """(log_softmax(a), softmax(a)) along `axis`: no overflow for any magnitude, no cancellation at |a| ~ 1e4."""
     m = a.max(axis=axis, keepdims=True)
     z = a - xp.where(xp.isfinite(m), m, m.dtype.type(0))
-    z -= xp.log(_exp_nonpositive(xp, z).sum(axis=axis, keepdims=True))
-    return z
+    p = _exp_nonpositive(xp, z)
+    total = p.sum(axis=axis, keepdims=True)
+    z -= xp.log(total)
+    p /= total
+    return z, p
 
 
 class LogSoftmax(Function):
-    """log_softmax along `axis`; backward g - softmax * sum(g)."""
+    """log_softmax along `axis`; backward g - softmax * sum(g), with the softmax kept from forward."""
     def forward(ctx, a, axis):
-        ctx.out, ctx.axis = _log_softmax(array_namespace(a), a, axis), axis
-        return ctx.out
+        out, ctx.p = _log_softmax(array_namespace(a), a, axis)
+        ctx.axis = axis
+        return out
 
     def backward(ctx, g):
-        p = _exp_nonpositive(array_namespace(g), ctx.out)
-        p *= g.sum(axis=ctx.axis, keepdims=True)
-        return g - p
+        return g - ctx.p * g.sum(axis=ctx.axis, keepdims=True)
 
 
 def _reduced(per_row, reduction, denominator):
@@ -293,11 +298,11 @@ class CrossEntropy(Function):
 
     loss_i = (1 - eps) w[t_i] (-logp[i, t_i]) + eps / C * sum_c w_c (-logp[i, c]), ignored rows 0;
     'mean' divides both parts by the sum of w[t_i] over rows not ignored. The gradient is
-    softmax * (row weight) - the target terms, computed from the saved log-probabilities.
+    softmax * (row weight) - the target terms, from the softmax kept by forward.
     """
     def forward(ctx, logits, target, weight, ignore_index, label_smoothing, reduction):
         xp = array_namespace(logits)
-        logp = _log_softmax(xp, logits, 1)
+        logp, ctx.p = _log_softmax(xp, logits, 1)
         rows, cols, w_t, denominator = _pick(xp, logits, target, weight, ignore_index)
         loss = -logp[rows, cols] * w_t
         if label_smoothing:
@@ -305,22 +310,21 @@ class CrossEntropy(Function):
             smooth = -(logp.sum(axis=1) if weight is None else logp @ weight) * valid
             loss = loss * (1 - label_smoothing) + smooth * (label_smoothing / logits.shape[1])
             ctx.valid = valid
-        ctx.logp, ctx.rows, ctx.cols, ctx.w_t, ctx.denominator = logp, rows, cols, w_t, denominator
+        ctx.rows, ctx.cols, ctx.w_t, ctx.denominator = rows, cols, w_t, denominator
         ctx.weight, ctx.label_smoothing, ctx.reduction = weight, label_smoothing, reduction
         return _reduced(loss, reduction, denominator)
 
     def backward(ctx, g):
-        xp, eps, C = array_namespace(g), ctx.label_smoothing, ctx.logp.shape[1]
+        eps, C = ctx.label_smoothing, ctx.p.shape[1]
         scale = g if ctx.reduction == "none" else (g / ctx.denominator if ctx.reduction == "mean" else g)
         a = scale * ctx.w_t * (1 - eps)  # per row: the weight of the NLL part
-        grad = _exp_nonpositive(xp, ctx.logp)
         if eps:
             b = scale * ctx.valid * (eps / C)  # per row: the weight of the smoothing part
             total = C if ctx.weight is None else ctx.weight.sum()
-            grad *= (a + b * total)[:, None]
+            grad = ctx.p * (a + b * total)[:, None]
             grad -= b[:, None] if ctx.weight is None else b[:, None] * ctx.weight
         else:
-            grad *= a[:, None]
+            grad = ctx.p * a[:, None]
         grad[ctx.rows, ctx.cols] -= a
         return grad, None, None
 
