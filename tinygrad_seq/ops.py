@@ -232,7 +232,7 @@ EXP_FLOOR = {2: -8.0, 4: -40.0}  # by itemsize: float16, float32; float64 and wi
 def _exp_nonpositive(xp, z):
     """exp(z) for z <= 0, exactly 0 below a floor where it is negligible next to 1 (no underflow; NaN stays)."""
     floor = z.dtype.type(EXP_FLOOR.get(z.dtype.itemsize, -200.0))
-    e = xp.maximum(z, floor)
+    e = xp.maximum(z, floor, out=xp.empty_like(z))  # out= keeps 0-d results arrays
     xp.exp(e, out=e)
     e *= ~(z <= floor)
     return e
