@@ -317,8 +317,9 @@ class Tensor:
         try:
             write(self._data)
         except (ValueError, TypeError) as e:
-            raise type(e)(f"{op}: {e} (tensor of shape {self.shape} and dtype {self.dtype}; tensors made by "
-                          "expand are read-only views: .clone() them first)") from None
+            hint = "; tensors made by expand are read-only views: .clone() them first" if "read-only" in str(e) else ""
+            raise (TypeError if isinstance(e, TypeError) else ValueError)(
+                f"{op}: {e} (tensor of shape {self.shape} and dtype {self.dtype}{hint})") from None
         autograd.mark_modified(self._data)
         return self
 
