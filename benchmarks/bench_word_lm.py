@@ -10,7 +10,8 @@ vocab 8,000, float32. Two steps are timed for each library:
 
 Both libraries get identical weights and data and run in this one process, interleaved:
 each round times every (library, step) once, in rotating order, and the median over rounds
-is reported with the spread (min-max), so machine noise hits them alike.
+is reported with the spread (min-max), so machine noise hits them alike. Before each timed
+step the harness pauses (--settle) so the other library's spinning threads are idle.
 
     python benchmarks/bench_word_lm.py                 # both libraries (torch optional)
     python benchmarks/bench_word_lm.py --quick --no-torch
@@ -36,6 +37,9 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="smoke run: 2 rounds")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    p.add_argument("--settle", type=float, default=None,
+                   help="seconds to pause before each timed step, so the previous step's OpenMP/BLAS "
+                        "threads stop spinning (default 0.2 with the torch column, 0 without)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.quick:
@@ -136,11 +140,13 @@ def main(argv=None):
     print(f"word LM: vocab {args.vocab}, 2-layer LSTM {args.hidden}, bptt {args.bptt}, batch {args.batch}, "
           f"float32; {args.rounds} rounds; loss (head, step) "
           + ", ".join(f"{k} {a:.5f} {b:.5f}" for k, (a, b) in losses.items()))
+    settle = args.settle if args.settle is not None else (0.2 if len(impls) == 2 else 0.0)
     cases = [(impl, part) for impl in impls for part in ("head", "step")]
     times = {(impl.name, part): [] for impl, part in cases}
     for r in range(args.rounds):
         for impl, part in cases[r % len(cases):] + cases[:r % len(cases)]:
             fn = getattr(impl, part)
+            time.sleep(settle)
             start = time.perf_counter()
             fn()
             times[impl.name, part].append(time.perf_counter() - start)
