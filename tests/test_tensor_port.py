@@ -249,3 +249,10 @@ def test_assigning_an_array_of_another_device_to_data_raises():
     p = Tensor([1.0, 2.0], device="fake")
     with pytest.raises(ValueError, match="on cpu but the tensor on fake:0"):
         p.data = np.zeros(2, np.float32)
+
+
+def test_star_import_does_not_shadow_builtins():
+    namespace = {}
+    exec("from tinygrad_seq import *", namespace)
+    assert "float" not in namespace and "int" not in namespace and "bool" not in namespace
+    assert namespace["tensor"] is tg.tensor and namespace["float32"] is tg.float

@@ -11,3 +11,10 @@ from .serialization import load, save
 
 # PyTorch's dtype names (torch.float, torch.long, ...), all NumPy dtypes here
 bool, half, float, double, int, long = bool_, float16, float32, float64, int32, int64
+
+# what `from tinygrad_seq import *` gives: everything above except the names that would shadow builtins
+__all__ = ["Function", "Tensor", "arange", "bool_", "cat", "detect_anomaly", "diagnostics", "double", "enable_grad",
+           "float16", "float32", "float64", "from_numpy", "full", "functional", "gradcheck", "gradient_flow", "half",
+           "inference_mode", "int8", "int16", "int32", "int64", "is_grad_enabled", "load", "long", "manual_seed",
+           "maximum", "minimum", "nn", "no_grad", "ones", "ones_like", "optim", "rand", "randn", "save",
+           "set_grad_enabled", "stack", "tensor", "to_dot", "uint8", "where", "zeros", "zeros_like"]

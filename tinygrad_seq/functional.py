@@ -4,11 +4,11 @@ import math
 
 from . import backend, ops
 from .autograd import is_grad_enabled
-from ._tensor import Tensor, _axes, _axis, cat, stack, where
+from ._tensor import Tensor, _axes, _axis, where
 
-__all__ = ["binary_cross_entropy_with_logits", "cat", "cross_entropy", "dropout", "embedding", "gelu", "gru_cell",
-           "linear", "log_softmax", "logsumexp", "lstm_cell", "mse_loss", "nll_loss", "one_hot", "relu", "rnn_cell",
-           "sigmoid", "softmax", "stack", "tanh"]
+__all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "dropout", "embedding", "gelu", "gru_cell", "linear",
+           "log_softmax", "logsumexp", "lstm_cell", "mse_loss", "nll_loss", "one_hot", "relu", "rnn_cell", "sigmoid",
+           "softmax", "tanh"]
 
 
 def _exp_nonpositive(z):
