@@ -13,6 +13,7 @@ prints samples at a few temperatures.
 
     python examples/char_lm.py                  # about a minute of CPU time (1,000 steps)
     python examples/char_lm.py --quick          # a few seconds, for smoke tests
+    mpiexec -n 2 python examples/char_lm.py     # data-parallel: each process takes half the streams
 """
 import math
 import time
@@ -23,6 +24,7 @@ from _common import load_pyplot, make_parser, parse_with_quick, save_figure, see
 import numpy as np
 import tinygrad_seq as tg
 from tinygrad_seq import functional as F
+from tinygrad_seq import distributed as dist
 from tinygrad_seq import nn, optim
 
 LN2 = math.log(2.0)
@@ -172,25 +174,33 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    comm = dist.init()  # [distributed] MPI under mpiexec, else a world of one
+    main_rank = dist.is_main_process(comm)  # [distributed] only rank 0 prints and writes files
+    if args.batch % comm.size:
+        raise SystemExit(f"--batch {args.batch} must be divisible by the number of processes ({comm.size})")
     rng = seeded_rng(args.seed)
     out_dir = Path(args.out)
     start = time.perf_counter()
 
     chars, train, val = encode(load_text(), args.val_fraction)
     unigram, bigram = ngram_baselines(train, val, len(chars))
-    print(f"text: {len(train):,} training and {len(val):,} validation characters, vocabulary {len(chars)}")
-    print(f"baselines on the validation text: unigram {unigram:.3f} bpc, bigram {bigram:.3f} bpc")
+    if main_rank:
+        print(f"text: {len(train):,} training and {len(val):,} validation characters, vocabulary {len(chars)}")
+        print(f"baselines on the validation text: unigram {unigram:.3f} bpc, bigram {bigram:.3f} bpc")
 
     model = CharLM(len(chars), args.embed, args.hidden, args.layers)
     params = list(model.parameters())
     opt = optim.Adam(params, lr=args.lr)
-    print(f"model: {sum(p.numel() for p in params):,} parameters\n{model}")
+    dist.broadcast_parameters(model, comm)  # [distributed] every rank starts from rank 0's weights
+    if main_rank:
+        print(f"model: {sum(p.numel() for p in params):,} parameters\n{model}")
 
     x_all, y_all = streams(train, args.batch)
+    x_all, y_all = x_all[:, comm.rank::comm.size], y_all[:, comm.rank::comm.size]  # [distributed] this rank's streams
     chunks = len(x_all) // args.bptt
     history = {"train": [], "val": []}
     state, avg = None, None
-    bar = tqdm(range(1, args.steps + 1), desc="training", unit="step")
+    bar = tqdm(range(1, args.steps + 1), desc="training", unit="step", disable=not main_rank)
     for step in bar:
         k = (step - 1) % chunks
         if k == 0:
@@ -205,18 +215,21 @@ def main(argv=None):
         state = detach(state)  # truncated BPTT: keep the values, cut the graph
         opt.zero_grad()
         loss.backward()
+        dist.average_gradients(params, comm)  # [distributed] equal shards: the mean over ranks is the global mean
         nn.utils.clip_grad_norm_(params, args.clip)
         opt.step()
 
         bpc = loss.item() / LN2
         history["train"].append((step, bpc))
         avg = bpc if avg is None else 0.95 * avg + 0.05 * bpc
-        if step % args.eval_every == 0 or step == args.steps:
+        if main_rank and (step % args.eval_every == 0 or step == args.steps):
             history["val"].append((step, evaluate(model, val)))
             bar.set_postfix(train_bpc=f"{avg:.3f}", val_bpc=f"{history['val'][-1][1]:.3f}")
         elif step % 10 == 0:
             bar.set_postfix(train_bpc=f"{avg:.3f}")
     bar.close()
+    if not main_rank:  # [distributed] the other ranks are done: rank 0 samples, plots and writes
+        return None
     val_bpc = history["val"][-1][1]
 
     print()

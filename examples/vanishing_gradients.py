@@ -24,6 +24,14 @@ hundreds; without clipping one step of SGD moves the weights by lr * ||g|| and t
 the model off the cliff, with clipping every update has norm <= lr * max_norm and the
 model learns.
 
+Part 3, the Jacobian view (jacobian_view below). The gradient reaching step k is the last
+step's gradient times the product of the step Jacobians dS_t/dS_{t-1} (S the cell's whole
+state: h, or (h, c) for the LSTM), each computed from the tape by
+`diagnostics.state_jacobians`. The largest singular value of dS_{T-1}/dS_k bounds the share
+of any gradient that gets n = T-1-k steps back; its slope on the log scale is the leading
+Lyapunov exponent of the trajectory (QR method, `diagnostics.lyapunov_exponents`):
+below 0 the dynamics contract and gradients vanish, near 0 the cell keeps its memory.
+
     python examples/vanishing_gradients.py            # well under a minute on two CPU cores
     python examples/vanishing_gradients.py --quick    # seconds (smoke test)
 """
@@ -36,7 +44,8 @@ import numpy as np
 import tinygrad_seq as tg
 from tinygrad_seq import functional as F
 from tinygrad_seq import nn, optim
-from tinygrad_seq.diagnostics import gradient_flow
+from tinygrad_seq.diagnostics import (gradient_flow, jacobian_product_singular_values, lyapunov_exponents,
+                                      state_jacobians)
 from tinygrad_seq.nn.utils import clip_grad_norm_
 
 from binary_sequences import chrono_init_, evaluate, make_batch, make_model, train_classifier  # the sibling lab
@@ -68,8 +77,9 @@ def rnn_rates(rnn, x):
                 spectral_radius=float(np.abs(np.linalg.eigvals(w)).max()))
 
 
-def measure_flows(args, progress):
-    """Gradient flow of each cell at init (default and chrono) and after training on recall."""
+def measure_flows(args, progress, trained=None):
+    """Gradient flow of each cell at init (default and chrono) and after training on recall
+    (the trained models go into the dict `trained`, by kind, when given)."""
     T = args.length
     x, y = make_batch("recall", T - 1, args.batch, np.random.default_rng(args.seed + 99))
     flows, trained_acc, rates = {}, {}, None
@@ -87,6 +97,8 @@ def measure_flows(args, progress):
         used, _ = train_classifier(model, "recall", T - 1, args.train_steps, args.batch, args.lr, rng,
                                    desc=f"train {kind}", progress=progress)
         trained_acc[kind] = evaluate(model, "recall", T - 1, 1000, seed=args.seed + 7)
+        if trained is not None:
+            trained[kind] = model
         flows[("trained", kind)] = flow_of(model, x, y)
         tqdm.write(f"trained {kind:<4} on recall over T={T}: held-out accuracy {trained_acc[kind]:.2f} "
                    f"after {used} steps")
@@ -100,6 +112,52 @@ def print_flows(flows, T):
         ratio = f[0] / f[-1] if f[-1] > 0 else float("nan")
         per_step = ratio ** (1.0 / (T - 1)) if ratio > 0 else 0.0
         print(f"{stage + ' ' + kind:<16}{f[-1]:>12.3e}{f[0]:>12.3e}{ratio:>12.3e}{per_step:>10.3f}")
+
+
+# ---- part 3: the Jacobian view -----------------------------------------------------------------
+
+def jacobian_view(args, trained):
+    """For each cell at initialisation (PyTorch's init) and trained: the largest singular value of
+    dS_{T-1}/dS_{T-1-n} for n = 1 .. T (geometric mean over the batch) and the leading Lyapunov
+    exponent (mean over the batch), from the Jacobians of one step computed on the tape."""
+    T = args.length
+    x, _ = make_batch("recall", T - 1, args.jacobian_batch, np.random.default_rng(args.seed + 99))
+    view = {}
+    for j, kind in enumerate(MODELS):
+        at_init = make_model(kind, args.hidden, T, "default", seeded_rng(args.seed * 100 + j))
+        for stage, model in (("init", at_init), ("trained", trained[kind])):
+            J = state_jacobians(model.recurrent, x)  # (T, B, S, S)
+            top = jacobian_product_singular_values(J)[:, :, 0]  # (T, B): lag n = 1 .. T
+            exponent = lyapunov_exponents(J, k=1, warmup=T // 5)[:, 0]
+            view[(stage, kind)] = dict(top_singular_value=np.exp(np.log(np.maximum(top, 1e-300)).mean(axis=1)).tolist(),
+                                       lyapunov=float(exponent.mean()), state_size=int(J.shape[-1]))
+    return view
+
+
+def print_jacobian_view(view, T):
+    print(f"\nlargest singular value of dS_(T-1)/dS_(T-1-n) (S = h; (h, c) for the LSTM), T = {T}, "
+          "and the leading Lyapunov exponent lambda_1 (per step)")
+    print(f"{'':<16}{'n = 1':>10}{f'n = {T // 2}':>10}{f'n = {T}':>10}{'lambda_1':>10}{'e^lambda_1':>12}")
+    for (stage, kind), v in view.items():
+        s = v["top_singular_value"]
+        print(f"{stage + ' ' + kind:<16}{s[0]:>10.3g}{s[T // 2 - 1]:>10.3g}{s[-1]:>10.3g}"
+              f"{v['lyapunov']:>10.3f}{np.exp(v['lyapunov']):>12.3f}")
+
+
+def plot_jacobian_view(plt, path, view, T):
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colors = dict(RNN="C0", LSTM="C1", GRU="C2")
+    n = np.arange(1, T + 1)
+    for (stage, kind), v in view.items():
+        ax.semilogy(n, v["top_singular_value"], color=colors[kind], ls="--" if stage == "init" else "-",
+                    label=f"{kind} {stage}: $\\lambda_1$ = {v['lyapunov']:.2f}")
+    ax.set_xlabel("n = T - 1 - k (steps back)")
+    ax.set_ylabel(r"$\sigma_{max}(\partial S_{T-1} / \partial S_k)$")
+    ax.set_title("the Jacobian view: dashed at initialisation, solid after training")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="major", alpha=0.3)
+    save_figure(fig, path, dpi=110)
+    print(f"wrote {path}")
 
 
 # ---- part 2: exploding gradients ----------------------------------------------------------------
@@ -199,6 +257,7 @@ def parse_args(argv=None):
     p.add_argument("--explode-steps", type=int, default=150, help="SGD steps (exploding part)")
     p.add_argument("--explode-lr", type=float, default=0.2, help="SGD learning rate (exploding part)")
     p.add_argument("--max-norm", type=float, default=1.0, help="clip_grad_norm_ threshold")
+    p.add_argument("--jacobian-batch", type=int, default=16, help="sequences for the Jacobian view")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/vanishing_gradients", help="folder for the plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -209,8 +268,11 @@ def main(argv=None):
     args = parse_args(argv)
     progress = not args.no_progress
     start = time.perf_counter()
-    flows, trained_acc, rates = measure_flows(args, progress)
+    trained = {}
+    flows, trained_acc, rates = measure_flows(args, progress, trained)
     print_flows(flows, args.length)
+    view = jacobian_view(args, trained)
+    print_jacobian_view(view, args.length)
     r, n = rates, args.length - 1
     print(f"RNN at init: gamma = max tanh' = {r['gamma']:.3f}, lambda = ||W_hh||_2 = {r['weight_norm']:.3f}: "
           f"the bound (gamma lambda)^{n} = {(r['gamma'] * r['weight_norm']) ** n:.2e}"
@@ -234,7 +296,8 @@ def main(argv=None):
         out = Path(args.out)
         plot_flows(plt, out / "gradient_flow.png", flows, rates, args.length, trained_acc)
         plot_exploding(plt, out / "exploding_gradients.png", runs, args)
-    return dict(flows=flows, trained_accuracy=trained_acc, rnn_rates=rates, exploding=runs)
+        plot_jacobian_view(plt, out / "jacobian_view.png", view, args.length)
+    return dict(flows=flows, trained_accuracy=trained_acc, rnn_rates=rates, exploding=runs, jacobian_view=view)
 
 
 if __name__ == "__main__":

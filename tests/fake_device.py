@@ -79,6 +79,11 @@ class FakeArray:
         """A NumPy copy (the explicit device -> host transfer, as cupy.ndarray.get)."""
         return self._a.copy()
 
+    @property
+    def data(self):
+        """The memory pointer (as cupy.ndarray.data, a MemoryPointer whose .ptr is the address)."""
+        return _MemoryPointer(self._a)
+
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         out = kwargs.get("out")
         result = getattr(ufunc, method)(*_unwrap(inputs), **_unwrap(kwargs))
@@ -141,6 +146,14 @@ class FakeArray:
             return NotImplemented
         op(self._a, _unwrap(other))
         return self
+
+
+class _MemoryPointer:
+    """cupy.cuda.MemoryPointer's `ptr`: the address of the first element (keeps the array alive)."""
+    __slots__ = ("_owner", "ptr")
+
+    def __init__(self, array):
+        self._owner, self.ptr = array, array.ctypes.data
 
 
 def _install_operators():

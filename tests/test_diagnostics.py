@@ -15,6 +15,7 @@ import pytest
 import tinygrad_seq as tg
 from tinygrad_seq import functional as F
 from tinygrad_seq import nn
+from tinygrad_seq.autograd import LeafEdge
 from tinygrad_seq.diagnostics import gradient_flow, to_dot
 
 
@@ -221,9 +222,10 @@ def walk_tape(tensor):
         for edge in node.parents:
             if edge is None:
                 continue
-            source, index = edge[0], edge[1]
-            pairs.append((("leaf", id(source)) if index < 0 else type(source).__name__, type(node).__name__))
-            if index >= 0 and source not in ops:
+            leaf = type(edge) is LeafEdge
+            source = edge.tensor if leaf else edge.node
+            pairs.append((("leaf", id(source)) if leaf else type(source).__name__, type(node).__name__))
+            if not leaf and source not in ops:
                 ops.add(source)
                 todo.append(source)
     return ops, pairs
@@ -257,9 +259,10 @@ def test_to_dot_one_node_per_op_and_one_edge_per_input():
     assert set(a for a, _ in edges) | set(b for _, b in edges) == set(nodes)
 
 
-def test_to_dot_of_a_recurrent_layer_names_parameters_and_survives_backward():
+@pytest.mark.parametrize("capture", [False, True])
+def test_to_dot_of_a_recurrent_layer_names_parameters_and_survives_backward(capture):
     tg.manual_seed(6)
-    rnn = nn.RNN(2, 3)
+    rnn = nn.RNN(2, 3, capture=capture)
     out, h_n = rnn(tg.randn(4, 1, 2))
     loss = out.sum()
     loss.backward()  # the tape is released, but its structure stays drawable
@@ -269,8 +272,12 @@ def test_to_dot_of_a_recurrent_layer_names_parameters_and_survives_backward():
     assert sum(1 for k in nodes if k.startswith("op")) == len(ops) and len(edges) == len(pairs)
     assert {label[0] for k, (label, _) in nodes.items() if k.startswith("leaf")} == \
         {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}
-    assert ["Unbind", "4 outputs (1, 3)"] in labels  # the runner's per-step slicing: one node, 4 outputs
-    assert sum(1 for label in labels if label[0] == "Tanh") == 4  # one tanh per step
+    if capture:  # the whole time loop is one node: outputs (T, B, H) and the final state
+        assert ["Loop", "2 outputs (4, 1, 3)"] in labels  # (the final state is not used by the loss)
+        assert not any(label[0] == "Tanh" for label in labels)
+    else:
+        assert ["Unbind", "4 outputs (1, 3)"] in labels  # the runner's per-step slicing: one node, 4 outputs
+        assert sum(1 for label in labels if label[0] == "Tanh") == 4  # one tanh per step
 
 
 def test_to_dot_of_a_leaf_and_of_a_long_chain():

@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 import tinygrad_seq as tg
 from tinygrad_seq import functional as F
 from tinygrad_seq import ops
-from tinygrad_seq.autograd import Function
+from tinygrad_seq.autograd import Edge, Function
 from tinygrad_seq.backend import parse_device
 from tinygrad_seq.gradcheck import gradcheck
 
@@ -39,8 +39,8 @@ def graph_nodes(t):
             continue
         seen[id(node)] = node
         for edge in node.parents:
-            if edge is not None and edge[1] >= 0:
-                stack.append(edge[0])
+            if isinstance(edge, Edge):
+                stack.append(edge.node)
     return list(seen.values())
 
 

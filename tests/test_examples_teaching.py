@@ -92,6 +92,11 @@ def test_vanishing_gradients_shows_decay_and_bounded_clipped_updates(monkeypatch
     assert max(clipped["update_norm"]) <= bound * (1 + 1e-4)
     assert max(unclipped["update_norm"]) > 5 * bound and max(unclipped["grad_norm"]) > 5
     assert np.mean(clipped["loss"][-5:]) < np.mean(clipped["loss"][:5])  # clipped SGD learns
+    view = result["jacobian_view"]  # part 3: from the tape's per-step Jacobians
+    for kind in ("RNN", "LSTM", "GRU"):
+        assert len(view[("init", kind)]["top_singular_value"]) == 12 and view[("init", kind)]["lyapunov"] < 0
+    assert view[("trained", "GRU")]["lyapunov"] > view[("init", "GRU")]["lyapunov"] + 0.2  # memory kept
+    assert view[("init", "LSTM")]["state_size"] == 16 and view[("init", "GRU")]["state_size"] == 8  # (h, c) vs h
     assert "matplotlib is not installed" in capsys.readouterr().out
 
 

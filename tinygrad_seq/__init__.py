@@ -4,17 +4,19 @@ from .autograd import (Function, detect_anomaly, enable_grad, inference_mode, is
 from .backend import bool_, float16, float32, float64, int8, int16, int32, int64, manual_seed, uint8
 from ._tensor import (Tensor, arange, cat, from_numpy, full, maximum, minimum, ones, ones_like, rand, randn, stack,
                       tensor, where, zeros, zeros_like)
-from . import diagnostics, functional, nn, optim
+from . import autograd_functional, diagnostics, functional, nn, optim
 from .diagnostics import gradient_flow, to_dot
-from .gradcheck import gradcheck
+from .gradcheck import gradcheck, gradgradcheck
+from .higher_order import grad
 from .serialization import load, save
 
 # PyTorch's dtype names (torch.float, torch.long, ...), all NumPy dtypes here
 bool, half, float, double, int, long = bool_, float16, float32, float64, int32, int64
 
 # what `from tinygrad_seq import *` gives: everything above except the names that would shadow builtins
-__all__ = ["Function", "Tensor", "arange", "bool_", "cat", "detect_anomaly", "diagnostics", "double", "enable_grad",
-           "float16", "float32", "float64", "from_numpy", "full", "functional", "gradcheck", "gradient_flow", "half",
-           "inference_mode", "int8", "int16", "int32", "int64", "is_grad_enabled", "load", "long", "manual_seed",
-           "maximum", "minimum", "nn", "no_grad", "ones", "ones_like", "optim", "rand", "randn", "save",
-           "set_grad_enabled", "stack", "tensor", "to_dot", "uint8", "where", "zeros", "zeros_like"]
+__all__ = ["Function", "Tensor", "arange", "autograd_functional", "bool_", "cat", "detect_anomaly", "diagnostics",
+           "double", "enable_grad", "float16", "float32", "float64", "from_numpy", "full", "functional", "grad",
+           "gradcheck", "gradgradcheck", "gradient_flow", "half", "inference_mode", "int8", "int16", "int32", "int64",
+           "is_grad_enabled", "load", "long", "manual_seed", "maximum", "minimum", "nn", "no_grad", "ones",
+           "ones_like", "optim", "rand", "randn", "save", "set_grad_enabled", "stack", "tensor", "to_dot", "uint8",
+           "where", "zeros", "zeros_like"]

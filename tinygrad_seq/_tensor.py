@@ -78,12 +78,16 @@ class Tensor:
         self._node, self._index, self._hooks = None, 0, None
         self._requires_grad = False
         self.requires_grad = requires_grad
+        if autograd._recorder is not None:  # born inside a time step being captured
+            autograd._recorder.append(self)
 
     @classmethod
     def _make(cls, data, node, index):
         t = cls.__new__(cls)
         t._data, t.grad, t._node, t._index, t._hooks = data, None, node, index, None
         t._requires_grad = node is not None
+        if autograd._recorder is not None:  # born inside a time step being captured
+            autograd._recorder.append(t)
         return t
 
     # ---- attributes ------------------------------------------------------------------
@@ -148,6 +152,8 @@ class Tensor:
     # ---- host access -----------------------------------------------------------------
     def numpy(self):
         """A NumPy copy (or view, on the CPU) of the data, detached from the tape."""
+        if autograd._recorder is not None:  # a captured time step reads a value: it must run eagerly
+            autograd._recorder.append(autograd.HOST_READ)
         return backend.to_host(self._data)
 
     def item(self):
@@ -172,20 +178,25 @@ class Tensor:
         return bool(self.item())
 
     # ---- autograd --------------------------------------------------------------------
-    def _edge(self):
-        return (self._node, self._index) if self._node is not None else (self, -1)
+    def backward(self, grad=None, retain_graph=None, create_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's .grad (grad: the upstream gradient).
 
-    def backward(self, grad=None, retain_graph=False):
-        """Accumulate d(self)/d(leaf) into every leaf's .grad (grad: the upstream gradient)."""
+        retain_graph (default: create_graph) keeps the graph for another backward.
+        create_graph=True records the backward pass on the tape, so the leaves' .grad are
+        Tensors that can be differentiated again (see higher_order.py); they are then
+        accumulated out of place (.grad = .grad + g).
+        """
         if not self._requires_grad:
             raise RuntimeError("backward: this tensor does not require grad and has no grad_fn "
                                "(did you forget requires_grad=True, or run inside no_grad()?)")
+        original = None
         if grad is None:
             if self._data.size != 1:
                 raise RuntimeError(f"backward: grad can be implicitly created only for a tensor with one "
                                    f"element; this one has shape {self.shape}, so pass grad=")
             grad = backend.array_namespace(self._data).ones(self.shape, dtype=self.dtype)
         else:
+            original = grad
             grad = grad._data if isinstance(grad, Tensor) else backend.new_array(grad, self.dtype, self.device)
             if grad.shape != self.shape:
                 raise ValueError(f"backward: grad has shape {grad.shape}, expected {self.shape}")
@@ -193,7 +204,12 @@ class Tensor:
                 raise ValueError(f"backward: grad is on {backend.device_of(grad)}, the tensor on {self.device}")
             if grad.dtype != self.dtype:
                 grad = grad.astype(self.dtype)
-        autograd.backward(self, grad, retain_graph)
+        if create_graph:
+            from . import higher_order
+            on_tape = isinstance(original, Tensor) and original._data is grad  # keep a grad that requires grad
+            higher_order.backward(self, original if on_tape else Tensor._make(grad, None, 0))
+            return
+        autograd.backward(self, grad, bool(retain_graph))
 
     def detach(self):
         """The same data, cut from the tape (shares memory)."""
@@ -302,11 +318,13 @@ class Tensor:
         views and detach()ed copies share, and autograd.mark_modified makes any tape node that
         saved that memory refuse to run backward.
         """
+        if autograd._recorder is not None:  # a time step being captured writes in place: it must run eagerly
+            autograd._recorder.append(autograd.HOST_READ)
         if autograd._grad_enabled and (self._requires_grad or any(isinstance(o, Tensor) and o._requires_grad
                                                                    for o in others)):
             if self._node is None and self._requires_grad:
                 raise RuntimeError(f"{op}: a leaf tensor that requires grad is being used in an in-place "
-                                   "operation; update parameters inside `with tg.no_grad():` (or through .data)")
+                                   "operation; update parameters inside `with tg.no_grad():` (or through ._data)")
             out = compute()
             if out.shape != self.shape:
                 raise ValueError(f"{op}: the result has shape {out.shape}, which does not fit the tensor's "
@@ -428,10 +446,8 @@ class Tensor:
         if isinstance(other, Tensor):
             _same_device(name, self, other)
             other = other._data
-        try:
-            return Tensor._make(getattr(self._data, name)(other), None, 0)
-        except ValueError as e:
-            raise ValueError(f"{name.strip('_')}: {e}") from None
+        with autograd.no_grad():  # an op, so that a captured time step replays it; no gradient
+            return ops.Compare.apply(self, other, name=name)
 
     def __lt__(self, other): return self._compare(other, "__lt__")
     def __le__(self, other): return self._compare(other, "__le__")
@@ -740,21 +756,21 @@ def _check_nonempty(op, tensor, axes):
 
 
 def _as_data(value, tensor):
-    """What `tensor.data = value` stores: a Tensor's array, or an array on the tensor's device."""
+    """What `tensor._data = value` stores: a Tensor's array, or an array on the tensor's device."""
     if isinstance(value, Tensor):
         value = value._data
     elif not backend.is_array(value) and getattr(value, "ndim", None) == 0 and hasattr(value, "dtype") \
             and tensor.device == "cpu":
         value = backend.as_array(value)  # NumPy's 0-d results come back as NumPy scalars
     if not backend.is_array(value):
-        raise TypeError(f".data must be an array of the tensor's device ({tensor.device}) or a Tensor, got "
-                        f"{type(value).__name__}; to change the values in place use `t.data[...] = ...` "
+        raise TypeError(f"._data must be an array of the tensor's device ({tensor.device}) or a Tensor, got "
+                        f"{type(value).__name__}; to change the values in place use `t._data[...] = ...` "
                         "or `with no_grad(): t.copy_(...)`")
     if backend.device_of(value) != tensor.device:
-        raise ValueError(f".data: the array is on {backend.device_of(value)} but the tensor on {tensor.device}; "
+        raise ValueError(f"._data: the array is on {backend.device_of(value)} but the tensor on {tensor.device}; "
                          "move the tensor with .to(device) (or Module.to) instead")
     if tensor._requires_grad and not backend.is_floating(value.dtype):
-        raise TypeError(f".data: a tensor that requires grad must hold floats, got an array of {value.dtype}")
+        raise TypeError(f"._data: a tensor that requires grad must hold floats, got an array of {value.dtype}")
     return value
 
 

@@ -22,6 +22,8 @@ _grad_enabled = True
 _detect_anomaly = False
 _epoch = 0      # in-place writes so far; each node records the count it was made at
 _modified = {}  # id(buffer) -> (epoch of its last in-place write, weakref that drops the entry)
+_recorder = None  # a list while capture.py records a time step: every op, every new Tensor, host reads
+HOST_READ = "host read"  # what Tensor.numpy() logs there: the step reads a value back to the host
 
 
 def is_grad_enabled():
@@ -117,6 +119,22 @@ def _check_finite(node_name, site, arrays, shapes, stage):
                                      f"(output {k}); the op was created at {site}; input shapes {shapes}")
 
 
+class Edge:
+    """Where the gradient of an op's input goes: output `index` of the node that made it."""
+    __slots__ = ("node", "index", "shape", "dtype")
+
+    def __init__(self, node, index, shape, dtype):
+        self.node, self.index, self.shape, self.dtype = node, index, shape, dtype
+
+
+class LeafEdge:
+    """Where the gradient of an op's input goes when that input is a leaf: into `tensor.grad`."""
+    __slots__ = ("tensor", "shape", "dtype")
+
+    def __init__(self, tensor, shape, dtype):
+        self.tensor, self.shape, self.dtype = tensor, shape, dtype
+
+
 class Function:
     """A differentiable primitive: subclass it and write `forward` and `backward`, in one of two styles.
 
@@ -134,6 +152,12 @@ class Function:
 
     Either way `ctx.needs_input_grad[i]` tells whether input i wants a gradient. Call the
     op with `MyFunction.apply(*args, **kwargs)`.
+
+    To be differentiable twice (backward(create_graph=True), grad(..., create_graph=True)), a
+    tinygrad-style Function also writes backward_graph(ctx, *grads): the same rule on Tensors
+    (None for outputs without a gradient), built from Tensor ops, returning Tensors. It gets the
+    op's inputs and outputs back on the tape with `ctx.input_tensor(i, saved_array)` and
+    `ctx.output_tensor(k, saved_array)`.
     """
     __slots__ = ("parents", "array_type", "n_outputs", "hooks", "released", "epoch", "__dict__")
 
@@ -162,10 +186,30 @@ class Function:
     @property
     def needs_input_grad(self):
         """One bool per input: does it want a gradient?"""
-        return tuple(p is not None for p in self.parents)
+        return tuple([p is not None for p in self.parents])
 
     def save_for_backward(self, *arrays):
         self.saved_arrays = arrays
+
+    def input_tensor(self, i, array):
+        """Input i, whose data forward saw as `array`, as a Tensor on the tape (for backward_graph).
+
+        A leaf that requires grad is that leaf; an op's output is that output again (so
+        second derivatives flow back through it); an input without a gradient is a constant.
+        Python scalars pass through unchanged.
+        """
+        edge = self.parents[i]
+        if not backend.is_array(array) and (edge is not None or hasattr(array, "dtype")):
+            array = backend.as_array(array)  # a NumPy scalar from a 0-d op result (on the host)
+        if type(edge) is Edge:
+            return Tensor._make(array, edge.node, edge.index)
+        if type(edge) is LeafEdge:
+            return edge.tensor
+        return Tensor._make(array, None, 0) if backend.is_array(array) else array
+
+    def output_tensor(self, k, array):
+        """Output k (its data `array`) as a Tensor made by this node (for backward_graph)."""
+        return Tensor._make(array if backend.is_array(array) else backend.as_array(array), self, k)
 
     @property
     def saved_tensors(self):
@@ -191,11 +235,11 @@ class Function:
                 elif type(data) is not array_type or array_type is not _host_array:
                     _check_devices(cls, args)
                 arrays.append(data)
-                if a._requires_grad:  # an edge: (node, output index) or (leaf, -1), and the input's shape/dtype
+                if a._requires_grad:
                     record = True
                     node = a._node
-                    parents.append((node, a._index, data.shape, data.dtype) if node is not None
-                                   else (a, -1, data.shape, data.dtype))
+                    parents.append(Edge(node, a._index, data.shape, data.dtype) if node is not None
+                                   else LeafEdge(a, data.shape, data.dtype))
                 else:
                     parents.append(None)
             else:
@@ -218,15 +262,19 @@ class Function:
         if type(out) is not tuple:
             if type(out) is not array_type and not backend.is_array(out):  # NumPy scalars from 0-d results
                 out = _as_output(cls, out, args)
-            if not record:
-                return Tensor._make(out, None, 0)
-            ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs, ctx.epoch = array_type, None, False, 1, _epoch
-            return Tensor._make(out, ctx, 0)
-        outs = [o if type(o) is array_type or backend.is_array(o) else _as_output(cls, o, args) for o in out]
-        if not record:
-            return tuple(Tensor._make(o, None, 0) for o in outs)
-        ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs, ctx.epoch = array_type, None, False, len(outs), _epoch
-        return tuple(Tensor._make(o, ctx, i) for i, o in enumerate(outs))
+            if record:
+                ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs, ctx.epoch = array_type, None, False, 1, _epoch
+            result = Tensor._make(out, ctx if record else None, 0)
+        else:
+            outs = [o if type(o) is array_type or backend.is_array(o) else _as_output(cls, o, args) for o in out]
+            if record:
+                ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs, ctx.epoch = \
+                    array_type, None, False, len(outs), _epoch
+            result = tuple(Tensor._make(o, ctx if record else None, i) for i, o in enumerate(outs))
+        if _recorder is not None:
+            ctx.hooks = None
+            _recorder.append((ctx, args, kwargs, result))
+        return result
 
     def add_hook(self, index, hook=None, retain=None):
         """Run `hook` on (or retain the gradient of) output `index` during backward."""
@@ -309,7 +357,9 @@ def _apply_torch_style(cls, *args, **kwargs):
                 _check_devices(cls, args)
             if a._requires_grad:
                 record = True
-                parents.append(a._edge() + (a.shape, a.dtype))
+                node = a._node
+                parents.append(Edge(node, a._index, a.shape, a.dtype) if node is not None
+                               else LeafEdge(a, a.shape, a.dtype))
                 continue
         parents.append(None)
     record = record and _grad_enabled
@@ -475,31 +525,44 @@ def _plus(a, b):
     return out if type(out) is type(a) else backend.as_array(out, backend.device_of(a))
 
 
+def _accumulate(current, g, key, owned):
+    """current + g, for a second or later gradient reaching the same place (named by `key`).
+
+    The one place gradients are summed. It never writes into an array a backward step
+    returned: the first gradient is borrowed, the second allocates a buffer that we own
+    (its key goes into the set `owned`), later ones add into that buffer in place. Lazy
+    matmul products (ProductSum) are gathered, not evaluated.
+    """
+    if type(current) is ProductSum:
+        if type(g) is ProductSum:
+            current.absorb(g)
+            return current
+        current = current.evaluate()
+        owned.add(key)
+    elif type(g) is ProductSum:
+        g = g.evaluate()
+    if key in owned:
+        current += g
+        return current
+    owned.add(key)
+    return _plus(current, g)
+
+
 def backward(root, grad, retain_graph=False):
     """Backpropagate `grad` (an array shaped like root) through the tape into leaf .grad."""
-    leaf_grads = {}  # id(leaf) -> [leaf, summed gradient, whether we own that buffer]
-
-    def to_leaf(leaf, g):
-        if type(g) is ProductSum:
-            g = g.evaluate()
-        entry = leaf_grads.get(id(leaf))
-        if entry is None:
-            leaf_grads[id(leaf)] = [leaf, g, False]
-        elif entry[2]:
-            entry[1] += g
-        else:
-            entry[1], entry[2] = _plus(entry[1], g), True
-
     if root._node is None:
-        to_leaf(root, grad)
+        leaves, sums, owned = {id(root): root}, {id(root): grad}, set()
     else:
         with pause_gc():
-            _walk(root._node, root._index, grad, retain_graph, to_leaf)
-    for leaf, g, owned in leaf_grads.values():
+            leaves, sums, owned = _walk(root._node, root._index, grad, retain_graph)
+    for k, leaf in leaves.items():
+        g, own = sums[k], k in owned
+        if type(g) is ProductSum:
+            g, own = g.evaluate(), True
         if leaf._hooks:
-            g, owned = _run_hooks(leaf._hooks, g), False
+            g, own = _run_hooks(leaf._hooks, g), False
         if leaf.grad is None:
-            leaf.grad = Tensor._make(g if owned else g.copy(), None, 0)
+            leaf.grad = Tensor._make(g if own else g.copy(), None, 0)
         else:
             leaf.grad._data += g
 
@@ -509,8 +572,8 @@ def _count_consumers(start):
     deps, stack = {start: 0}, [start]
     while stack:
         for edge in stack.pop().parents:
-            if edge is not None and edge[1] >= 0:
-                parent = edge[0]
+            if type(edge) is Edge:
+                parent = edge.node
                 if parent in deps:
                     deps[parent] += 1
                 else:
@@ -519,15 +582,15 @@ def _count_consumers(start):
     return deps
 
 
-def _walk(start, index, grad, retain_graph, to_leaf):
+def _walk(start, index, grad, retain_graph):
     """Kahn's algorithm: a node runs once every consumer has sent it its gradient.
 
-    Gradients arriving at the same output are summed without touching arrays that a
-    backward returned: the first is borrowed, the second allocates a buffer we own, and
-    later ones add into that buffer in place.
+    pending[node] holds the summed gradient of each of the node's outputs, leaf_grads[id(leaf)]
+    that of each leaf reached; `owned` names the sums whose buffers we allocated (see
+    _accumulate). Returns the leaves reached, their gradients and `owned`, by id(leaf).
     """
     deps = _count_consumers(start)
-    pending, owned = {start: [None] * start.n_outputs}, set()
+    pending, owned, leaves, leaf_grads = {start: [None] * start.n_outputs}, set(), {}, {}
     pending[start][index] = grad
     ready = [start]
     while ready:
@@ -547,7 +610,7 @@ def _walk(start, index, grad, retain_graph, to_leaf):
         if node.hooks:
             _node_hooks(node, grads)
         parents = node.parents
-        if grads[0] is not None or any(g is not None for g in grads):
+        if any(g is not None for g in grads):
             if _detect_anomaly:
                 with backend.ignore_float_errors():
                     input_grads = node.backward(*grads)
@@ -569,37 +632,33 @@ def _walk(start, index, grad, retain_graph, to_leaf):
         for i, edge in enumerate(parents):
             if edge is None:
                 continue
-            target, slot, shape, dtype = edge
             g = input_grads[i]
             if g is not None:
                 if type(g) is ProductSum:
-                    g.dtype = dtype  # evaluated later, once every product for this input has arrived
-                elif g.shape != shape or g.dtype != dtype or type(g) is not array_type:
-                    g = _reduce_to(g, shape, dtype, array_type, node, i)
-                if slot < 0:
-                    to_leaf(target, g)
+                    g.dtype = edge.dtype  # evaluated later, once every product for this input has arrived
+                elif g.shape != edge.shape or g.dtype != edge.dtype or type(g) is not array_type:
+                    g = _reduce_to(g, edge.shape, edge.dtype, array_type, node, i)
+                if type(edge) is LeafEdge:
+                    k = id(edge.tensor)
+                    current = leaf_grads.get(k)
+                    leaves[k] = edge.tensor
+                    leaf_grads[k] = g if current is None else _accumulate(current, g, k, owned)
                     continue
-                slots = pending.get(target)
+                slots = pending.get(edge.node)
                 if slots is None:
-                    slots = pending[target] = [None] * target.n_outputs
-                current = slots[slot]
-                if current is None:
-                    slots[slot] = g
-                elif type(current) is ProductSum and type(g) is ProductSum:
-                    current.absorb(g)
-                elif (target, slot) in owned:
-                    current += g.evaluate() if type(g) is ProductSum else g
-                else:
-                    slots[slot] = _plus(*_evaluated((current, g)))
-                    owned.add((target, slot))
-            elif slot < 0:
+                    slots = pending[edge.node] = [None] * edge.node.n_outputs
+                current = slots[edge.index]
+                slots[edge.index] = g if current is None else _accumulate(current, g, (edge.node, edge.index), owned)
+            elif type(edge) is LeafEdge:
                 continue
+            target = edge.node
             left = deps[target] - 1
             deps[target] = left
             if left == 0:
                 if target not in pending:  # no gradient reached it; walk on to keep counts right
                     pending[target] = [None] * target.n_outputs
                 ready.append(target)
+    return leaves, leaf_grads, owned
 
 
 def _node_hooks(node, grads):

@@ -4,6 +4,8 @@ A device string ("cpu", "cuda", "cuda:N") maps to an array namespace (NumPy or C
 everything else in tinygrad_seq asks this module for the namespace, for transfers
 between host and device, for scatter-add and for random numbers.
 """
+import copy
+
 import numpy
 
 float16, float32, float64 = numpy.dtype("float16"), numpy.dtype("float32"), numpy.dtype("float64")
@@ -63,6 +65,15 @@ def _load_cupy():
 
     register_backend(Backend("cuda", cupy, cupy.ndarray, to_device, cupy.asnumpy, cupyx.scatter_add,
                              make_rng, lambda a: f"cuda:{a.device.id}"))
+
+
+def load_nccl(ordinal):
+    """cupy.cuda.nccl with GPU `ordinal` made current, and a function giving the current stream's pointer."""
+    parse_device("cuda")  # loads CuPy, or raises naming the cuda extra
+    import cupy
+    from cupy.cuda import nccl
+    cupy.cuda.Device(ordinal).use()
+    return nccl, lambda: cupy.cuda.get_current_stream().ptr
 
 
 def parse_device(device):
@@ -148,6 +159,18 @@ def rng(device):
         seed = None if _seed is None else (_seed if device == "cpu" else (_seed * 1_000_003 + 1 + ordinal) % 2**63)
         gen = _rngs[device] = _backend(device).make_rng(seed, ordinal)
     return gen
+
+
+def rng_snapshot():
+    """A copy of every random stream, to undo draws (a captured loop that falls back to eager)."""
+    return _seed, {device: copy.deepcopy(gen) for device, gen in _rngs.items()}
+
+
+def rng_restore(snapshot):
+    global _seed
+    _seed, streams = snapshot
+    _rngs.clear()
+    _rngs.update(streams)
 
 
 def is_floating(dt):

@@ -8,13 +8,21 @@ computes. Its decay towards early steps is the vanishing gradient.
 
 to_dot(tensor) writes the tape behind a tensor as Graphviz DOT text (one node per op,
 one per leaf, one edge per recorded input), for `dot -Tpng` or any DOT viewer.
-"""
-from .autograd import Function
-from .nn.module import Module
-from .nn.recurrent import Recurrent, RNNBase
-from ._tensor import Tensor, stack
 
-__all__ = ["gradient_flow", "to_dot"]
+The Jacobian view of the recurrence, computed from the tape (grad() of one cell step):
+state_jacobians(module, x) gives every step's dS_t/dS_{t-1} (S the full state: (h, c) for an
+LSTM), jacobian_product_singular_values(J) the singular values of their products
+dS_{T-1}/dS_k as k moves back in time, and lyapunov_exponents(J) the Lyapunov spectrum of
+the trajectory by the QR method (Vogt et al. 2022, "On Lyapunov Exponents for RNNs").
+"""
+from . import backend
+from .autograd import Function, LeafEdge, enable_grad, no_grad
+from .higher_order import grad
+from .nn.module import Module
+from .nn.recurrent import Recurrent, RNNBase, _layout, run_layers
+from ._tensor import Tensor, cat, stack, zeros_like
+
+__all__ = ["gradient_flow", "to_dot", "state_jacobians", "jacobian_product_singular_values", "lyapunov_exponents"]
 
 
 class _StateRecorder(Module):
@@ -77,13 +85,11 @@ def _leaves(root):
     while stack_:
         node = stack_.pop()
         for edge in node.parents:
-            if edge is None:
-                continue
-            if edge[1] < 0:
-                leaves.setdefault(id(edge[0]), edge[0])
-            elif edge[0] not in seen:
-                seen.add(edge[0])
-                stack_.append(edge[0])
+            if type(edge) is LeafEdge:
+                leaves.setdefault(id(edge.tensor), edge.tensor)
+            elif edge is not None and edge.node not in seen:
+                seen.add(edge.node)
+                stack_.append(edge.node)
     return list(leaves.values())
 
 
@@ -205,13 +211,14 @@ def to_dot(tensor, params=None, name="tape"):
         for edge in node.parents:
             if edge is None:
                 continue
-            target, index, shape = edge[0], edge[1], tuple(edge[2])
-            if index < 0:
+            if type(edge) is LeafEdge:
+                target = edge.tensor
                 if id(target) not in leaf_ids:
                     leaf_ids[id(target)] = (f"leaf{len(leaf_ids)}", target)
                 source = leaf_ids[id(target)][0]
             else:
-                out_shapes.setdefault(target, {})[index] = shape
+                target = edge.node
+                out_shapes.setdefault(target, {})[edge.index] = tuple(edge.shape)
                 if target not in op_ids:
                     op_ids[target] = f"op{len(op_ids)}"
                     stack_.append(target)
@@ -240,3 +247,141 @@ def _output_text(node, shapes):
     if len(distinct) == 1 and len(known) == n:
         return f"{n} outputs {_shape_text(distinct[0])}"
     return f"{n} outputs " + ", ".join(_shape_text(s) for s in distinct[:4]) + (" ..." if len(distinct) > 4 else "")
+
+
+# ---- the Jacobian view: dS_t/dS_{t-1}, their products, Lyapunov exponents ----------------------
+
+def _cell_and_inputs(module, x, layer, direction):
+    """The cell that runs (layer, direction) of `module` and its input sequence (T, B, ...), detached."""
+    if isinstance(module, (RNNBase, Recurrent)):
+        if isinstance(module, RNNBase):
+            x = x.unsqueeze(1) if x.ndim == 2 else _layout(x, module.batch_first)
+            layers = module.cells()
+        else:
+            x = _layout(x, module.batch_first)
+            reverse = module.reverse_cells if module.bidirectional else [None] * len(module.cells)
+            layers = list(zip(module.cells, reverse))
+        if not -len(layers) <= layer < len(layers):
+            raise ValueError(f"state_jacobians: layer {layer} out of range; the module has {len(layers)}")
+        layer %= len(layers)
+        if direction not in (0, 1) or layers[layer][direction] is None:
+            raise ValueError(f"state_jacobians: direction {direction} out of range for this module")
+        with no_grad():
+            below = run_layers(layers[:layer], x)[0] if layer else x  # what the chosen layer reads (no dropout)
+        return layers[layer][direction], (below.flip(0) if direction else below).detach()
+    if callable(getattr(module, "initial_state", None)):
+        return module, x.detach()
+    raise TypeError(f"state_jacobians: expected nn.RNN/LSTM/GRU, nn.Recurrent or a cell with initial_state(), "
+                    f"got {type(module).__name__}")
+
+
+def _flat(state):
+    """A state (a Tensor or a tuple of them, batch first) as one (B, S) Tensor, and how to undo it."""
+    parts = state if isinstance(state, tuple) else (state,)
+    shapes = [tuple(p.shape[1:]) for p in parts]
+    rows = [p.reshape(p.shape[0], -1) for p in parts]
+    flat = cat(rows, axis=1) if len(rows) > 1 else rows[0]
+    sizes = [p.numel() // p.shape[0] if p.shape[0] else 0 for p in parts]
+
+    def unflat(f):
+        pieces = f.split(sizes, axis=1) if len(sizes) > 1 else (f,)
+        out = tuple(q.reshape((f.shape[0],) + shape) for q, shape in zip(pieces, shapes))
+        return out if isinstance(state, tuple) else out[0]
+    return flat, unflat
+
+
+def state_jacobians(module, x, state=None, *, layer=0, direction=0):
+    """dS_t/dS_{t-1} at every step of the trajectory of `module` on the batch x, from the tape.
+
+    module: nn.RNN / nn.LSTM / nn.GRU, nn.Recurrent, or a bare cell (forward(x_t, state),
+            initial_state(batch_size)); layer and direction pick one of a layer's cells (the
+            input of layer k > 0 is layer k-1's output; the reverse direction reads the
+            sequence backwards; dropout is off).
+    x:      the input batch, laid out as the module expects; state: the cell's initial state
+            (default its initial_state).
+    S is the cell's whole state flattened: h for RNN and GRU, (h, c) for an LSTM (2H numbers,
+    h first). Returns a Tensor (T, B, S, S) whose [t, b] is the Jacobian of row b's state after
+    step t with respect to its state before it (t = 0: the initial state).
+
+    The trajectory is recorded first; then the cell runs one step on every (t, b) at once, from
+    the recorded states (detached, requiring grad), and S reverse passes of grad() give all
+    T*B Jacobians: row b's new state depends only on row b's old one (the cell must not mix
+    rows of the batch, as every cell in nn does).
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"state_jacobians: x must be a Tensor, got {type(x).__name__}")
+    cell, xs = _cell_and_inputs(module, x, layer, direction)
+    T, B = xs.shape[0], xs.shape[1]
+    with no_grad():
+        s = cell.initial_state(B) if state is None else state
+        before = []
+        for x_t in xs.unbind(0):
+            before.append(_flat(s)[0])
+            s = cell(x_t, s)
+    _, unflat = _flat(s)
+    prev = stack(before).reshape(T * B, -1).detach()
+    prev.requires_grad = True
+    with enable_grad():
+        new = _flat(cell(xs.reshape((T * B,) + tuple(xs.shape[2:])), unflat(prev)))[0]
+    S = prev.shape[1]
+    rows = []
+    for j in range(S):
+        e = zeros_like(new)  # picks output j of every row: row j of every (t, b) Jacobian
+        e.data[:, j] = 1
+        (g,) = grad(new, prev, e, retain_graph=j < S - 1, allow_unused=True)
+        rows.append(g if g is not None else zeros_like(prev))
+    return stack(rows, axis=1).reshape(T, B, S, S)
+
+
+def _host64(jacobians):
+    """(T, B, S, S) Jacobians as a float64 host array."""
+    array = jacobians.numpy() if isinstance(jacobians, Tensor) else backend.to_host(backend.as_array(jacobians))
+    if array.ndim != 4 or array.shape[2] != array.shape[3]:
+        raise ValueError(f"expected Jacobians of shape (T, B, S, S), got {array.shape}")
+    return array.astype(backend.float64)
+
+
+def jacobian_product_singular_values(jacobians):
+    """Singular values of dS_{T-1}/dS_{T-1-n} = J_{T-1} J_{T-2} ... J_{T-n}, for n = 1 .. T.
+
+    jacobians: (T, B, S, S) from state_jacobians. Returns a float64 host array (T, B, S):
+    entry [n-1, b] holds the singular values, largest first, of row b's product over the last
+    n steps (n = T reaches back to the initial state). The largest one bounds how much of a
+    gradient at the last step can reach n steps back; its decay with n is the vanishing
+    gradient, its growth the exploding one.
+    """
+    J = _host64(jacobians)
+    linalg = backend.namespace("cpu").linalg
+    T = J.shape[0]
+    product, out = None, []
+    for n in range(1, T + 1):
+        step = J[T - n]
+        product = step if product is None else product @ step
+        out.append(linalg.svd(product, compute_uv=False))
+    return backend.namespace("cpu").stack(out)
+
+
+def lyapunov_exponents(jacobians, k=None, warmup=0):
+    """The k leading Lyapunov exponents of each trajectory, per step, by the QR method.
+
+    An orthonormal Q (S, k) is pushed through the Jacobians, Q <- qr(J_t Q), and the
+    exponents are the means of log|diag(R)| over the steps after `warmup` (Vogt et al. 2022;
+    Benettin et al. 1980). jacobians: (T, B, S, S) from state_jacobians. Returns a float64
+    host array (B, k), largest first: a positive leading exponent means nearby trajectories
+    separate (chaotic, exploding gradients), negative that they converge (a contracting
+    system, vanishing gradients).
+    """
+    J = _host64(jacobians)
+    xp = backend.namespace("cpu")
+    T, B, S = J.shape[0], J.shape[1], J.shape[2]
+    k = S if k is None else k
+    if not 1 <= k <= S or not 0 <= warmup < T:
+        raise ValueError(f"lyapunov_exponents: need 1 <= k <= {S} and 0 <= warmup < {T}, got k={k}, warmup={warmup}")
+    Q = xp.broadcast_to(xp.eye(S, k), (B, S, k)).copy()
+    total = xp.zeros((B, k))
+    tiny = xp.finfo(xp.float64).tiny
+    for t in range(T):
+        Q, R = xp.linalg.qr(J[t] @ Q)
+        if t >= warmup:
+            total += xp.log(xp.maximum(xp.abs(xp.diagonal(R, axis1=1, axis2=2)), tiny))
+    return -xp.sort(-total / (T - warmup), axis=1)

@@ -270,6 +270,16 @@ def lstm_update(gates, c):
     return o.sigmoid() * c.tanh(), c
 
 
+def lstm_update_halved(halved_gates, c, scale, shift):
+    """lstm_update for gates whose i, f and o parts come out halved (their weight rows and biases
+    scaled by 1/2, which is exact): sigmoid(z) = tanh(z/2)/2 + 1/2, so ONE tanh over all four
+    gates, times `scale`, plus `shift` (1/2 and 1/2 for i, f, o; 1 and 0 for g) gives every
+    activation. The same numbers as lstm_update, in fewer ops: how the layers run the step."""
+    i, f, g, o = (halved_gates.tanh() * scale + shift).chunk(4, -1)
+    c = f * c + i * g
+    return o * c.tanh(), c
+
+
 def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     """h' = (1 - z) n + z h with r, z, n from x W_ih^T + b_ih and h W_hh^T + b_hh."""
     return gru_update(linear(x, w_ih, b_ih), linear(h, w_hh, b_hh), h)

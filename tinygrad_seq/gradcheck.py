@@ -1,8 +1,10 @@
-"""gradcheck: the tape's gradients against central finite differences, in float64."""
+"""gradcheck / gradgradcheck: the tape's first and second derivatives against central finite
+differences, in float64."""
 import random
 
 from . import backend
-from .autograd import no_grad
+from .autograd import enable_grad, no_grad
+from .higher_order import grad
 from ._tensor import Tensor
 
 
@@ -82,3 +84,52 @@ def _unravel(flat_index, shape):
         flat_index, r = divmod(flat_index, n)
         index.append(r)
     return tuple(reversed(index))
+
+
+def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, seed=0):
+    """Check second derivatives: gradcheck of the tape's vector-Jacobian product of fn.
+
+    The checked function is (inputs, v) -> grad(fn(inputs), inputs, v, create_graph=True):
+    its derivatives with respect to the inputs are fn's second derivatives (the backward
+    rules' own backward, run through backward_graph), those with respect to v check that
+    the recorded gradient is the right linear function of v. v (grad_outputs) is a random
+    float64 direction per floating output, seeded by `seed`, as PyTorch draws it; pass your
+    own to fix it. Inputs that require grad must be float64. Returns True or raises
+    GradcheckError (False if raise_exception=False).
+    """
+    inputs = list(inputs)
+    checked = [k for k, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
+    if not checked:
+        raise ValueError("gradgradcheck: no input requires grad")
+    with no_grad():
+        out = fn(*inputs)
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    floating = [k for k, o in enumerate(outs) if isinstance(o, Tensor) and backend.is_floating(o.dtype)]
+    if grad_outputs is None:
+        stream = random.Random(seed)
+        grad_outputs = [Tensor([stream.gauss(0.0, 1.0) for _ in range(outs[k].numel())], dtype=backend.float64,
+                               device=outs[k].device).reshape(outs[k].shape) for k in floating]
+    else:
+        grad_outputs = list(grad_outputs if isinstance(grad_outputs, (tuple, list)) else (grad_outputs,))
+        if len(grad_outputs) != len(floating):
+            raise ValueError(f"gradgradcheck: {len(grad_outputs)} grad_outputs for {len(floating)} floating outputs")
+    vs = []
+    for v in grad_outputs:
+        v = v.detach()
+        v.requires_grad = True
+        vs.append(v)
+    n = len(inputs)
+
+    def first_derivatives(*args):
+        xs, v = args[:n], args[n:]
+        with enable_grad():  # gradcheck evaluates the finite differences under no_grad
+            out = fn(*xs)
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            pairs = [(outs[k], v[j]) for j, k in enumerate(floating) if outs[k].requires_grad]
+            if not pairs:
+                raise ValueError("gradgradcheck: fn's outputs do not depend on any input that requires grad")
+            gs = grad([o for o, _ in pairs], [xs[k] for k in checked], [w for _, w in pairs],
+                      create_graph=True, allow_unused=True)
+        return tuple(g for g in gs if g is not None)
+
+    return gradcheck(first_derivatives, inputs + vs, eps=eps, atol=atol, rtol=rtol, raise_exception=raise_exception)

@@ -2,16 +2,28 @@
 
 Gradients of broadcast operands are returned at the broadcast shape; the engine sums them
 back to each input's shape (autograd._reduce_to). Everything else is a composite of these.
+
+Each op also has `backward_graph(ctx, *grads)`: the same rule written with Tensor ops, which
+the create_graph walk (higher_order.py) runs so that gradients are themselves on the tape.
+It gets Tensor gradients (None for outputs without one) and rebuilds the inputs and
+outputs it needs as tape Tensors with `ctx.input_tensor(i, array)` and
+`ctx.output_tensor(k, array)`, so second derivatives flow through the saved values.
 """
-from .autograd import Function, ProductSum
 import math
 
-from .backend import array_namespace, device_of, erf, is_array, scatter_add, to_device
+from . import autograd, backend
+from .autograd import Function, ProductSum
+from .backend import array_namespace, as_array, device_of, erf, is_array, scatter_add, to_device
 
 
 def _namespace(*values):
     """The namespace of the first array among `values` (the others may be Python scalars)."""
     return array_namespace(next(v for v in values if is_array(v)))
+
+
+def _constant(array):
+    """A Tensor off the tape (masks and shares: piecewise constant, so no second derivative)."""
+    return autograd.Tensor._make(array if is_array(array) else as_array(array), None, 0)  # NumPy scalars: 0-d
 
 
 # ---- elementwise, binary -------------------------------------------------------------
@@ -23,6 +35,9 @@ class Add(Function):
     def backward(ctx, g):
         return g, g
 
+    def backward_graph(ctx, g):
+        return g, g
+
 
 class Sub(Function):
     def forward(ctx, a, b):
@@ -30,6 +45,8 @@ class Sub(Function):
 
     def backward(ctx, g):
         return g, (-g if ctx.needs_input_grad[1] else None)
+
+    backward_graph = backward  # the same expression on Tensors
 
 
 class Mul(Function):
@@ -41,6 +58,11 @@ class Mul(Function):
         need_a, need_b = ctx.needs_input_grad
         return (g * ctx.b if need_a else None), (g * ctx.a if need_b else None)
 
+    def backward_graph(ctx, g):
+        need_a, need_b = ctx.needs_input_grad
+        ga = g * ctx.input_tensor(1, ctx.b) if need_a else None
+        return ga, (g * ctx.input_tensor(0, ctx.a) if need_b else None)
+
 
 class Div(Function):
     def forward(ctx, a, b):
@@ -51,6 +73,12 @@ class Div(Function):
         need_a, need_b = ctx.needs_input_grad
         ga = g / ctx.b
         return (ga if need_a else None), (-ga * ctx.a / ctx.b if need_b else None)
+
+    def backward_graph(ctx, g):
+        need_a, need_b = ctx.needs_input_grad
+        a, b = ctx.input_tensor(0, ctx.a), ctx.input_tensor(1, ctx.b)
+        ga = g / b
+        return (ga if need_a else None), (-ga * a / b if need_b else None)
 
 
 class Pow(Function):
@@ -69,6 +97,16 @@ class Pow(Function):
             gb = None
         return ga, gb
 
+    def backward_graph(ctx, g):
+        need_a, need_b = ctx.needs_input_grad
+        a, b = ctx.input_tensor(0, ctx.a), ctx.input_tensor(1, ctx.b)
+        ga = g * b * a ** (b - 1) if need_a else None
+        gb = None
+        if need_b:
+            log_a = a.log() if is_array(ctx.a) else float(array_namespace(g.data).log(g.dtype.type(ctx.a)))
+            gb = g * ctx.output_tensor(0, ctx.out) * log_a
+        return ga, gb
+
 
 class Maximum(Function):
     """Elementwise max; at ties the gradient is split evenly, like PyTorch."""
@@ -76,11 +114,19 @@ class Maximum(Function):
         ctx.a, ctx.b = a, b
         return _namespace(a, b).maximum(a, b)
 
-    def backward(ctx, g):
+    def share(ctx, dtype):
+        """How much of the gradient goes to a: 1 where a wins, 1/2 at ties, else 0."""
         a, b = ctx.a, ctx.b
+        return ((a > b) + (a == b) * 0.5).astype(dtype)
+
+    def backward(ctx, g):
         need_a, need_b = ctx.needs_input_grad
-        share = ((a > b) + (a == b) * 0.5).astype(g.dtype)
+        share = ctx.share(g.dtype)
         return (g * share if need_a else None), (g * (1 - share) if need_b else None)
+
+    def backward_graph(ctx, g):  # the share is piecewise constant
+        share = _constant(ctx.share(g.dtype))
+        return g * share, g * (1 - share)
 
 
 class Minimum(Function):
@@ -89,11 +135,12 @@ class Minimum(Function):
         ctx.a, ctx.b = a, b
         return _namespace(a, b).minimum(a, b)
 
-    def backward(ctx, g):
+    def share(ctx, dtype):
+        """How much of the gradient goes to a: 1 where a wins, 1/2 at ties, else 0."""
         a, b = ctx.a, ctx.b
-        need_a, need_b = ctx.needs_input_grad
-        share = ((a < b) + (a == b) * 0.5).astype(g.dtype)
-        return (g * share if need_a else None), (g * (1 - share) if need_b else None)
+        return ((a < b) + (a == b) * 0.5).astype(dtype)
+
+    backward, backward_graph = Maximum.backward, Maximum.backward_graph
 
 
 class Where(Function):
@@ -108,6 +155,23 @@ class Where(Function):
         _, need_a, need_b = ctx.needs_input_grad
         return None, (xp.where(c, g, zero) if need_a else None), (xp.where(c, zero, g) if need_b else None)
 
+    def backward_graph(ctx, g):
+        c = ctx.condition
+        _, need_a, need_b = ctx.needs_input_grad
+        return None, (Where.apply(c, g, 0.0) if need_a else None), (Where.apply(c, 0.0, g) if need_b else None)
+
+
+class Compare(Function):
+    """a < b, a == b, ... (name: "__lt__", "__eq__", ...): a boolean array, no gradient."""
+    def forward(ctx, a, b, name):
+        try:
+            return getattr(a, name)(b)
+        except ValueError as e:
+            raise ValueError(f"{name.strip('_')}: {e}") from None
+
+    def backward(ctx, g):
+        return None, None
+
 
 # ---- elementwise, unary --------------------------------------------------------------
 
@@ -118,6 +182,8 @@ class Neg(Function):
     def backward(ctx, g):
         return -g
 
+    backward_graph = backward
+
 
 class Exp(Function):
     def forward(ctx, a):
@@ -127,6 +193,9 @@ class Exp(Function):
     def backward(ctx, g):
         return g * ctx.out
 
+    def backward_graph(ctx, g):
+        return g * ctx.output_tensor(0, ctx.out)
+
 
 class Log(Function):
     def forward(ctx, a):
@@ -135,6 +204,9 @@ class Log(Function):
 
     def backward(ctx, g):
         return g / ctx.a
+
+    def backward_graph(ctx, g):
+        return g / ctx.input_tensor(0, ctx.a)
 
 
 class Tanh(Function):
@@ -149,6 +221,10 @@ class Tanh(Function):
         d *= g
         d *= -1
         return d
+
+    def backward_graph(ctx, g):
+        out = ctx.output_tensor(0, ctx.out)
+        return g * (1 - out * out)
 
 
 class Sigmoid(Function):
@@ -167,6 +243,10 @@ class Sigmoid(Function):
         d *= g
         return d
 
+    def backward_graph(ctx, g):
+        out = ctx.output_tensor(0, ctx.out)
+        return g * (out * (1 - out))
+
 
 class Erf(Function):
     """The error function; d erf(x)/dx = 2/sqrt(pi) exp(-x^2)."""
@@ -181,6 +261,11 @@ class Erf(Function):
         d *= 2 / math.sqrt(math.pi)
         return d
 
+    def backward_graph(ctx, g):
+        x = ctx.input_tensor(0, ctx.a)
+        floor = EXP_FLOOR.get(ctx.a.dtype.itemsize, -200.0)
+        return g * (-(x * x)).clip(min=floor).exp() * (2 / math.sqrt(math.pi))
+
 
 class Relu(Function):
     def forward(ctx, a):
@@ -189,6 +274,9 @@ class Relu(Function):
 
     def backward(ctx, g):
         return g * (ctx.a > 0)
+
+    def backward_graph(ctx, g):
+        return g * _constant((ctx.a > 0).astype(g.dtype))
 
 
 # ---- reductions ----------------------------------------------------------------------
@@ -200,6 +288,13 @@ def _expand_back(g, shape, axis, keepdims):
     return array_namespace(g).broadcast_to(g, shape)
 
 
+def _expand_back_graph(g, shape, axis, keepdims):
+    """_expand_back with Tensor ops."""
+    if not keepdims and axis is not None:
+        g = g.reshape([1 if (k in axis) else n for k, n in enumerate(shape)])
+    return Expand.apply(g, shape=tuple(shape)) if g.shape != tuple(shape) else g
+
+
 class Sum(Function):
     """sum over `axis` (a tuple of non-negative axes, or None for all)."""
     def forward(ctx, a, axis=None, keepdims=False):
@@ -208,6 +303,9 @@ class Sum(Function):
 
     def backward(ctx, g):
         return _expand_back(g, ctx.shape, ctx.axis, ctx.keepdims)
+
+    def backward_graph(ctx, g):
+        return _expand_back_graph(g, ctx.shape, ctx.axis, ctx.keepdims)
 
 
 class Max(Function):
@@ -218,10 +316,17 @@ class Max(Function):
         return out if keepdims else out.reshape([n for k, n in enumerate(out.shape)
                                                  if axis is not None and k not in axis])
 
-    def backward(ctx, g):
-        mask = (ctx.a == ctx.out).astype(g.dtype)
+    def share(ctx, dtype):
+        """1/(number of tied maxima) at the maxima, 0 elsewhere."""
+        mask = (ctx.a == ctx.out).astype(dtype)
         mask /= mask.sum(axis=ctx.axis, keepdims=True)
-        return _expand_back(g, ctx.a.shape, ctx.axis, ctx.keepdims) * mask
+        return mask
+
+    def backward(ctx, g):
+        return _expand_back(g, ctx.a.shape, ctx.axis, ctx.keepdims) * ctx.share(g.dtype)
+
+    def backward_graph(ctx, g):  # the share is piecewise constant
+        return _expand_back_graph(g, ctx.a.shape, ctx.axis, ctx.keepdims) * _constant(ctx.share(g.dtype))
 
 
 # ---- log-softmax and the losses on it (fused: one node each, forward and backward) ----------
@@ -259,6 +364,26 @@ class LogSoftmax(Function):
     def backward(ctx, g):
         return g - ctx.p * g.sum(axis=ctx.axis, keepdims=True)
 
+    def backward_graph(ctx, g):
+        p = _softmax_on_tape(ctx, ctx.axis)
+        return g - p * g.sum(ctx.axis, keepdims=True)
+
+
+def _softmax_on_tape(ctx, axis):
+    """softmax(input 0) as a tape Tensor, for backward_graph. The input's values are not kept:
+    log(softmax) stands in for them, which softmax cannot tell apart (it ignores a shift per row)."""
+    with backend.ignore_float_errors():  # log(0) = -inf where the softmax underflowed; softmax maps it back to 0
+        return ctx.input_tensor(0, array_namespace(ctx.p).log(ctx.p)).softmax(axis)
+
+
+def _scale_on_tape(ctx, g):
+    """The upstream gradient per row (N,) or as a scalar, divided by the denominator for 'mean'."""
+    return g / _constant(ctx.denominator) if ctx.reduction == "mean" else g
+
+
+def _rows(t):
+    return t.reshape(-1, 1) if t.ndim else t
+
 
 def _reduced(per_row, reduction, denominator):
     if reduction == "none":
@@ -283,6 +408,11 @@ class NLLLoss(Function):
         scale = g if ctx.reduction == "none" else (g / ctx.denominator if ctx.reduction == "mean" else g)
         out[ctx.rows, ctx.cols] = -scale * ctx.w_t
         return out, None, None
+
+    def backward_graph(ctx, g):
+        picked = array_namespace(ctx.w_t).zeros(ctx.shape, dtype=ctx.w_t.dtype)
+        picked[ctx.rows, ctx.cols] = -ctx.w_t
+        return _constant(picked) * _rows(_scale_on_tape(ctx, g)), None, None
 
 
 def _pick(xp, scores, target, weight, ignore_index):
@@ -328,6 +458,21 @@ class CrossEntropy(Function):
         grad[ctx.rows, ctx.cols] -= a
         return grad, None, None
 
+    def backward_graph(ctx, g):
+        eps, C = ctx.label_smoothing, ctx.p.shape[1]
+        p = _softmax_on_tape(ctx, 1)
+        a = _scale_on_tape(ctx, g) * _constant(ctx.w_t * (1 - eps))
+        onehot = array_namespace(ctx.p).zeros(ctx.p.shape, dtype=ctx.p.dtype)
+        onehot[ctx.rows, ctx.cols] = 1
+        coefficient = a
+        if eps:
+            b = _scale_on_tape(ctx, g) * _constant(ctx.valid * (eps / C))
+            coefficient = a + b * (C if ctx.weight is None else _constant(ctx.weight.sum()))
+        grad = p * coefficient.reshape(-1, 1) - _constant(onehot) * a.reshape(-1, 1)
+        if eps:
+            grad = grad - b.reshape(-1, 1) * (1.0 if ctx.weight is None else _constant(ctx.weight))
+        return grad, None, None
+
 
 # ---- linear algebra ------------------------------------------------------------------
 
@@ -366,6 +511,24 @@ class Matmul(Function):
             gb = gb[..., 0] if b.ndim == 1 else gb
         return ga, gb
 
+    def backward_graph(ctx, g):  # batch axes of a broadcast operand are summed by the walk
+        a, b = ctx.input_tensor(0, ctx.a), ctx.input_tensor(1, ctx.b)
+        need_a, need_b = ctx.needs_input_grad
+        a2 = a.unsqueeze(0) if a.ndim == 1 else a
+        b2 = b.unsqueeze(-1) if b.ndim == 1 else b
+        if a.ndim == 1 and b.ndim == 1:
+            g2 = g.reshape(1, 1)
+        else:
+            g2 = g.unsqueeze(-2) if a.ndim == 1 else g.unsqueeze(-1) if b.ndim == 1 else g
+        ga = gb = None
+        if need_a:
+            ga = g2 @ b2.transpose(-1, -2)
+            ga = ga.squeeze(-2) if a.ndim == 1 else ga
+        if need_b:
+            gb = a2.transpose(-1, -2) @ g2
+            gb = gb.squeeze(-1) if b.ndim == 1 else gb
+        return ga, gb
+
 
 # ---- shape ---------------------------------------------------------------------------
 
@@ -377,6 +540,8 @@ class Reshape(Function):
     def backward(ctx, g):
         return g.reshape(ctx.shape)
 
+    backward_graph = backward
+
 
 class Transpose(Function):
     """Permute axes (a view): `axes` is a full permutation."""
@@ -384,11 +549,17 @@ class Transpose(Function):
         ctx.axes = axes
         return a.transpose(axes)
 
-    def backward(ctx, g):
+    def inverse(ctx):
         inverse = [0] * len(ctx.axes)
         for k, ax in enumerate(ctx.axes):
             inverse[ax] = k
-        return g.transpose(inverse)
+        return tuple(inverse)
+
+    def backward(ctx, g):
+        return g.transpose(ctx.inverse())
+
+    def backward_graph(ctx, g):
+        return Transpose.apply(g, axes=ctx.inverse())
 
 
 class Contiguous(Function):
@@ -399,6 +570,8 @@ class Contiguous(Function):
     def backward(ctx, g):
         return g
 
+    backward_graph = backward
+
 
 class Clone(Function):
     """A copy that owns its memory (an identity for gradients)."""
@@ -407,6 +580,8 @@ class Clone(Function):
 
     def backward(ctx, g):
         return g
+
+    backward_graph = backward
 
 
 class Cast(Function):
@@ -418,6 +593,9 @@ class Cast(Function):
     def backward(ctx, g):
         return g.astype(ctx.dtype)
 
+    def backward_graph(ctx, g):
+        return Cast.apply(g, dtype=ctx.dtype) if g.dtype != ctx.dtype else g
+
 
 class Transfer(Function):
     """Copy to another device; the gradient travels back."""
@@ -428,6 +606,9 @@ class Transfer(Function):
     def backward(ctx, g):
         return to_device(g, ctx.device)
 
+    def backward_graph(ctx, g):
+        return Transfer.apply(g, device=ctx.device) if g.device != ctx.device else g
+
 
 class Expand(Function):
     """Broadcast to `shape` (a view); the engine sums the gradient back."""
@@ -437,6 +618,8 @@ class Expand(Function):
     def backward(ctx, g):
         return g
 
+    backward_graph = backward
+
 
 class Flip(Function):
     def forward(ctx, a, axis):
@@ -445,6 +628,9 @@ class Flip(Function):
 
     def backward(ctx, g):
         return array_namespace(g).flip(g, ctx.axis)
+
+    def backward_graph(ctx, g):
+        return Flip.apply(g, axis=ctx.axis)
 
 
 class GetItem(Function):
@@ -458,12 +644,33 @@ class GetItem(Function):
         return a[index]
 
     def backward(ctx, g):
-        out = array_namespace(g).zeros(ctx.shape, dtype=g.dtype)
-        if ctx.advanced:
-            scatter_add(out, ctx.index, g)
-        else:
-            out[ctx.index] = g
-        return out
+        return _scatter(g, ctx.shape, ctx.index, ctx.advanced)
+
+    def backward_graph(ctx, g):
+        return Scatter.apply(g, shape=ctx.shape, index=ctx.index, advanced=ctx.advanced)
+
+
+def _scatter(g, shape, index, advanced):
+    """zeros(shape) with g written at `index` (added up where advanced indices repeat)."""
+    out = array_namespace(g).zeros(shape, dtype=g.dtype)
+    if advanced:
+        scatter_add(out, index, g)
+    else:
+        out[index] = g
+    return out
+
+
+class Scatter(Function):
+    """zeros(shape) with the input written at `index`: GetItem's backward, as an op (the adjoint pair)."""
+    def forward(ctx, g, shape, index, advanced=False):
+        ctx.index, ctx.advanced = index, advanced
+        return _scatter(g, shape, index, advanced)
+
+    def backward(ctx, gg):
+        return gg[ctx.index]
+
+    def backward_graph(ctx, gg):
+        return GetItem.apply(gg, index=ctx.index, advanced=ctx.advanced)
 
 
 class Cat(Function):
@@ -481,6 +688,10 @@ class Cat(Function):
         return tuple(g[lead + (slice(lo, hi),)] if need else None
                      for (lo, hi), need in zip(ctx.bounds, ctx.needs_input_grad))
 
+    def backward_graph(ctx, g):
+        parts = Split.apply(g, sizes=tuple(hi - lo for lo, hi in ctx.bounds), axis=ctx.axis)
+        return tuple(p if need else None for p, need in zip(parts, ctx.needs_input_grad))
+
 
 class Stack(Function):
     """Stack T arrays along a new axis: one node, so gathering T step outputs is O(T)."""
@@ -492,6 +703,10 @@ class Stack(Function):
         xp = array_namespace(g)
         return tuple(xp.take(g, k, axis=ctx.axis) if need else None
                      for k, need in enumerate(ctx.needs_input_grad))
+
+    def backward_graph(ctx, g):
+        parts = Unbind.apply(g, axis=ctx.axis)
+        return tuple(p if need else None for p, need in zip(parts, ctx.needs_input_grad))
 
 
 class Unbind(Function):
@@ -511,6 +726,14 @@ class Unbind(Function):
             if g is not None:
                 out[lead + (k,)] = g
         return out
+
+    def backward_graph(ctx, *grads):
+        like = next(g for g in grads if g is not None)
+        shape = ctx.shape[:ctx.axis] + ctx.shape[ctx.axis + 1:]
+        zero = None
+        if any(g is None for g in grads):
+            zero = _constant(array_namespace(like.data).zeros(shape, dtype=ctx.dtype))
+        return Stack.apply(*[zero if g is None else g for g in grads], axis=ctx.axis)
 
 
 class Split(Function):
@@ -534,3 +757,13 @@ class Split(Function):
                 out[lead + (slice(start, start + n),)] = g
             start += n
         return out
+
+    def backward_graph(ctx, *grads):
+        xp = array_namespace(next(g for g in grads if g is not None).data)
+        parts = []
+        for g, n in zip(grads, ctx.sizes):
+            if g is None:
+                shape = ctx.shape[:ctx.axis] + (n,) + ctx.shape[ctx.axis + 1:]
+                g = _constant(xp.zeros(shape, dtype=ctx.dtype))
+            parts.append(g)
+        return Cat.apply(*parts, axis=ctx.axis)

@@ -8,7 +8,7 @@ the loop records ordinary ops and the tape differentiates them.
 """
 import functools
 
-from .. import backend
+from .. import backend, capture as _capture
 from .. import functional as F
 from ..autograd import pause_gc
 from .._tensor import Tensor, cat, stack, where, zeros
@@ -42,11 +42,13 @@ def _steps(cell, x):
     return prepare(x) if prepare is not None else (x, cell)
 
 
-def run_direction(cell, x, state, lengths=None):
+def run_direction(cell, x, state, lengths=None, capture=True, checkpoint=None):
     """Run one cell over x (T, B, ...) forward in time; returns (outputs (T, B, H), final state).
 
     With `lengths` (a host list), row b stops updating after step lengths[b] - 1: its final
-    state is the one at its last valid step and its later outputs are zero.
+    state is the one at its last valid step and its later outputs are zero. The loop is
+    captured (capture.py: one step recorded, replayed as one tape node, `checkpoint` steps
+    per recomputed segment) unless the guard or `capture=False` says to run it eagerly.
     """
     T, B = x.shape[0], x.shape[1]
     shortest = min(lengths) if lengths is not None else T
@@ -58,12 +60,16 @@ def run_direction(cell, x, state, lengths=None):
     inputs, step = _steps(cell, x)
     if state is None:
         state = cell.initial_state(B)
-    outputs = []
-    for t, x_t in enumerate(inputs.unbind(0)):
-        new = step(x_t, state)
-        state = new if t < shortest else _select(valid[t], new, state)
-        outputs.append(_output_of(state))
-    out = stack(outputs)
+
+    def advance(t, new, old):  # rows past their length keep their state
+        return new if t < shortest else _select(valid[t], new, old)
+
+    out, state = _capture.run(cell, step, inputs, state, advance, valid, shortest, capture, checkpoint)
+    if isinstance(out, list):  # not captured: on from the steps already run, op by op
+        for t, x_t in enumerate(inputs.unbind(0)[len(out):], start=len(out)):
+            state = advance(t, step(x_t, state), state)
+            out.append(_output_of(state))
+        out = stack(out)
     if shortest < T:
         out = where(_rows(valid, out.ndim), out, 0.0)
     return out, state
@@ -78,13 +84,14 @@ def _reverse_index(lengths, T, device):
 
 
 @pause_gc()  # the loop builds thousands of tape nodes and no reference cycles
-def run_layers(layers, x, states=None, lengths=None, dropout=0.0, training=False):
+def run_layers(layers, x, states=None, lengths=None, dropout=0.0, training=False, capture=True, checkpoint=None):
     """Run stacked, possibly bidirectional, recurrent layers over x (T, B, ...).
 
     layers: a list with one (forward_cell, reverse_cell or None) pair per layer.
     states: None or a list with one [forward_state, reverse_state] list per layer
             (None entries start from the cell's initial_state).
     lengths: None or B ints in 1..T (a host list).
+    capture, checkpoint: see run_direction.
     Returns (output (T, B, D*H) of the last layer, final states in the shape of `states`).
     """
     T = x.shape[0]
@@ -96,11 +103,11 @@ def run_layers(layers, x, states=None, lengths=None, dropout=0.0, training=False
         if k > 0 and dropout > 0 and training:
             x = F.dropout(x, dropout, True)
         initial = states[k] if states is not None else [None, None]
-        out, state = run_direction(forward_cell, x, initial[0], lengths)
+        out, state = run_direction(forward_cell, x, initial[0], lengths, capture, checkpoint)
         layer_final = [state]
         if reverse_cell is not None:
             x_rev = x.flip(0) if reverse_index is None else x[reverse_index]
-            out_rev, state_rev = run_direction(reverse_cell, x_rev, initial[1], lengths)
+            out_rev, state_rev = run_direction(reverse_cell, x_rev, initial[1], lengths, capture, checkpoint)
             out_rev = out_rev.flip(0) if reverse_index is None else out_rev[reverse_index]
             out = cat([out, out_rev], axis=2)
             layer_final.append(state_rev)
@@ -138,9 +145,11 @@ class Recurrent(Module):
     forward(x, state=None, lengths=None) -> (output (T, B, D*H), final_state), where
     final_state has the shape `state` takes: per layer, a cell state, or a
     (forward, reverse) pair when bidirectional; a list over layers when cell is a list.
+    capture=False runs the time loop eagerly, op by op; checkpoint=k or "sqrt" keeps the
+    state at every k-th step only and recomputes the rest in backward (see capture.py).
     """
 
-    def __init__(self, cell, reverse_cell=None, batch_first=False, dropout=0.0):
+    def __init__(self, cell, reverse_cell=None, batch_first=False, dropout=0.0, capture=True, checkpoint=None):
         self.stacked = isinstance(cell, (list, tuple))
         self.cells = list(cell) if self.stacked else [cell]
         reverse = reverse_cell if isinstance(reverse_cell, (list, tuple)) else [reverse_cell] * (reverse_cell is not None)
@@ -148,6 +157,7 @@ class Recurrent(Module):
             raise ValueError(f"Recurrent: {len(self.cells)} cells but {len(reverse)} reverse cells")
         self.reverse_cells = list(reverse)
         self.batch_first, self.dropout = batch_first, dropout
+        self.capture, self.checkpoint = capture, _capture.check_checkpoint(checkpoint)
 
     @property
     def bidirectional(self):
@@ -161,7 +171,7 @@ class Recurrent(Module):
         layers = [(c, self.reverse_cells[k] if self.bidirectional else None) for k, c in enumerate(self.cells)]
         per_layer = state if self.stacked else [state]
         states = None if state is None else [list(s) if self.bidirectional else [s, None] for s in per_layer]
-        out, finals = run_layers(layers, x, states, lengths, self.dropout, self.training)
+        out, finals = run_layers(layers, x, states, lengths, self.dropout, self.training, self.capture, self.checkpoint)
         finals = [tuple(f) if self.bidirectional else f[0] for f in finals]
         return _layout(out, self.batch_first), (finals if self.stacked else finals[0])
 
@@ -177,7 +187,7 @@ class RNNBase(Module):
     cell_type = RNNCell
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, dtype=None, device=None):
+                 bidirectional=False, dtype=None, device=None, capture=True, checkpoint=None):
         if num_layers < 1 or hidden_size < 1 or input_size < 1:
             raise ValueError(f"{type(self).__name__}: input_size, hidden_size and num_layers must be positive, "
                              f"got {input_size}, {hidden_size}, {num_layers}")
@@ -185,6 +195,7 @@ class RNNBase(Module):
             raise ValueError(f"{type(self).__name__}: dropout must be in [0, 1], got {dropout}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, dropout, bidirectional
+        self.capture, self.checkpoint = capture, _capture.check_checkpoint(checkpoint)
         rows = self.cell_type.gates * hidden_size
         directions = 2 if bidirectional else 1
         for k in range(num_layers):
@@ -250,7 +261,7 @@ class RNNBase(Module):
             per_state = [h.unsqueeze(1).unbind(0) if unbatched else h.unbind(0) for h in hx]
             flat = list(zip(*per_state)) if self._state_count == 2 else per_state[0]
             states = [[flat[k * D + d] for d in range(D)] + [None] * (2 - D) for k in range(self.num_layers)]
-        out, finals = run_layers(layers, x, states, lengths, self.dropout, self.training)
+        out, finals = run_layers(layers, x, states, lengths, self.dropout, self.training, self.capture, self.checkpoint)
         flat = [s for layer in finals for s in layer]
         if self._state_count == 2:
             h_n, c_n = stack([s[0] for s in flat]), stack([s[1] for s in flat])
@@ -274,11 +285,12 @@ class RNN(RNNBase):
     """Elman RNN over sequences: h_t = tanh (or relu)(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, dtype=None, device=None):
+                 dropout=0.0, bidirectional=False, dtype=None, device=None, capture=True, checkpoint=None):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype, device)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype, device,
+                         capture, checkpoint)
 
     def _cell_options(self):
         return {"nonlinearity": self.nonlinearity}
