@@ -509,3 +509,21 @@ def test_retained_graph_backpropagates_twice(checkpoint):
     np.testing.assert_allclose(x.grad.numpy(), 2 * first, rtol=1e-12)
     with pytest.raises(RuntimeError, match="freed"):
         loss.backward()
+
+
+@pytest.mark.parametrize("checkpoint", [None, 3])
+def test_second_derivatives_through_a_captured_loop_equal_eager(checkpoint):
+    """create_graph through the Loop node re-runs the recorded program on the tape."""
+    layer = make_layer("gru", "tanh", 2, 3, seeded(29), bidirectional=True, checkpoint=checkpoint)
+    x = tg.Tensor(seeded(30).standard_normal((5, 2, 2)), requires_grad=True)
+    v = tg.Tensor(seeded(31).standard_normal((5, 2, 2)))
+    results = []
+    for eager in (False, True):
+        with capture.disabled() if eager else contextlib.nullcontext():
+            out, _ = layer(x, lengths=[5, 3])
+        (g,) = tg.grad((out * out).sum(), [x], create_graph=True)
+        x.grad = None
+        (g * v).sum().backward()  # Hessian-vector product
+        results.append((g.numpy().copy(), x.grad.numpy().copy()))
+    for a, b in zip(*results):
+        assert_close(a, b, "hvp", rtol=1e-12)

@@ -27,6 +27,9 @@ the cell's step. A tensor read at every step gets the sum of its per-step gradie
 matmul's weight gradient stays lazy (autograd.ProductSum), so a weight used at every step
 gets its gradient as one matmul over all steps.
 
+Higher-order gradients. With create_graph, Loop.backward_graph runs the recorded program
+eagerly on the tape from the node's inputs and differentiates that graph instead.
+
 Checkpointing (Chen et al. 2016; Gruslys et al. 2016). With `checkpoint=k` the forward
 keeps only the carried state at every k-th step and no op contexts; backward recomputes
 each segment's forward from its checkpoint, then runs the segment's backward: memory for
@@ -37,9 +40,9 @@ import contextlib
 import logging
 import math
 
-from . import autograd, backend
+from . import autograd, backend, higher_order
 from .autograd import Function, ProductSum, _accumulate, _reduce_to
-from ._tensor import Tensor
+from ._tensor import Tensor, stack, where
 
 __all__ = ["counters", "disabled", "is_enabled", "set_enabled", "Loop", "check_checkpoint"]
 
@@ -290,7 +293,7 @@ class Loop(Function):
 
     def forward(ctx, xs, *arrays, run):
         program, S = run.program, run.program.n_state
-        ctx.run, ctx.xs, ctx.array_type = run, xs, type(xs)
+        ctx.run, ctx.xs, ctx.arrays, ctx.array_type = run, xs, arrays, type(xs)
         ctx.env = env = list(program.values)
         for (slot, _), array in zip(program.outside, arrays[S:]):
             env[slot] = array
@@ -351,6 +354,43 @@ class Loop(Function):
         _backward_ops(run.invariant_ops, ctx.invariant_contexts, summed, owned, ctx.array_type)
         grads = [dxs] + [g if need else None for g, need in zip(g_state, needs[1:1 + S])]
         return tuple(grads + [summed[slot] for slot, _ in program.outside])
+
+
+    def backward_graph(ctx, g_out, *g_state):
+        """For create_graph (higher-order gradients): run the recorded program eagerly, on the
+        tape, from the node's inputs as Tensors (the same ops, so the same numbers as the
+        replay), and differentiate that graph with grad(create_graph=True)."""
+        run, program, S = ctx.run, ctx.run.program, ctx.run.program.n_state
+        inputs = [ctx.input_tensor(0, ctx.xs)] + [ctx.input_tensor(1 + i, a) for i, a in enumerate(ctx.arrays)]
+        env = list(program.values)
+        for (slot, _), tensor in zip(program.outside, inputs[1 + S:]):
+            env[slot] = tensor
+
+        def run_ops(ops):
+            for op in ops:
+                out = op.cls.apply(*[env[s] for s in op.args], **op.kwargs)
+                env[op.out:op.end] = out if op.n_out > 1 else (out,)
+
+        run_ops(run.invariant_ops)
+        state, outputs = inputs[1:1 + S], []
+        for t, x_t in enumerate(inputs[0].unbind(0)):
+            env[0], env[1:1 + S] = x_t, state
+            run_ops(run.step_ops)
+            new = [env[s] for s in program.outputs]
+            if t >= run.shortest:
+                valid = run.valid[t]
+                new = [where(valid.reshape(valid.shape + (1,) * (n.ndim - 1)), n, o) for n, o in zip(new, state)]
+            state = new
+            outputs.append(state[0])
+        results = [stack(outputs)] + state
+        pairs = [(r, g) for r, g in zip(results, (g_out,) + g_state) if g is not None and r.requires_grad]
+        wanted = [i for i, edge in enumerate(ctx.parents) if edge is not None]
+        grads = higher_order.grad([r for r, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
+                                  create_graph=True, allow_unused=True) if pairs else [None] * len(wanted)
+        result = [None] * len(inputs)
+        for i, g in zip(wanted, grads):
+            result[i] = g
+        return tuple(result)
 
 
 def _backward_step(ctx, contexts, g_state, t, dxs, summed, owned):

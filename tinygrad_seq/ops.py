@@ -172,6 +172,8 @@ class Compare(Function):
     def backward(ctx, g):
         return None, None
 
+    backward_graph = backward
+
 
 # ---- elementwise, unary --------------------------------------------------------------
 
