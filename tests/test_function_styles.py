@@ -78,6 +78,31 @@ def test_pytorch_style_with_several_inputs_outputs_and_broadcasting(a, seed):
     assert tb.grad is None
 
 
+class ExpTensors(Function):
+    """exp, saving its output (PyTorch's documentation example)."""
+    @staticmethod
+    def forward(ctx, x):
+        result = x.exp()
+        ctx.save_for_backward(result)
+        return result
+
+    @staticmethod
+    def backward(ctx, grad):
+        result, = ctx.saved_tensors
+        return grad * result
+
+
+@given(x=VALUES)
+def test_pytorch_style_backward_is_recorded_under_create_graph(x):
+    """Written with Tensor ops, it is twice differentiable; a saved output is re-attached to the node."""
+    assert tg.gradgradcheck(SoftsignTensors.apply, [Tensor(x, requires_grad=True)])
+    assert tg.gradgradcheck(ExpTensors.apply, [Tensor(x, requires_grad=True)])
+    t = Tensor(x, requires_grad=True)
+    (g,) = tg.grad(ExpTensors.apply(t).sum(), t, create_graph=True)
+    (gg,) = tg.grad(g.sum(), t)
+    np.testing.assert_allclose(gg.numpy(), np.exp(x))
+
+
 def test_pytorch_style_forward_does_not_record_and_outputs_without_grad_pass_through():
     seen = {}
 

@@ -148,7 +148,8 @@ class Function:
     PyTorch style (both @staticmethod): forward(ctx, *args) gets Tensors and returns
     Tensors, saving them with `ctx.save_for_backward(*tensors)`; backward(ctx, *grads)
     gets Tensors and returns a Tensor or None per forward argument, written with Tensor
-    ops. The style is read from whether `forward` is a staticmethod.
+    ops (recorded under create_graph, so no backward_graph is needed). The style is read
+    from whether `forward` is a staticmethod.
 
     Either way `ctx.needs_input_grad[i]` tells whether input i wants a gradient. Call the
     op with `MyFunction.apply(*args, **kwargs)`.
@@ -300,7 +301,7 @@ def _as_output(cls, value, args):
 
 
 class _TorchStyleNode:
-    """The tape node (and ctx) of a PyTorch-style Function: runs its Tensor backward on arrays."""
+    """The tape node (and ctx) of a PyTorch-style Function: runs its Tensor backward for either walk."""
     __slots__ = ()
 
     def save_for_backward(self, *tensors):
@@ -312,23 +313,40 @@ class _TorchStyleNode:
 
     @property
     def saved_tensors(self):
+        """The saved Tensors; under create_graph a saved output is this node's output again, on the tape."""
         if "_saved" not in self.__dict__:
             raise RuntimeError(f"{self.name}: no saved tensors (save_for_backward was not called, or the graph "
                                "was freed by backward(); pass retain_graph=True to keep it)")
-        return self._saved
+        if not self.__dict__.get("_on_tape"):
+            return self._saved
+        outputs = self._saved_outputs
+        return tuple(self.output_tensor(outputs[i], t._data) if i in outputs else t for i, t in enumerate(self._saved))
 
     def mark_non_differentiable(self, *tensors):
         """Outputs listed here get no gradient (e.g. indices returned beside values)."""
         self._non_differentiable = tuple(id(t) for t in tensors)
 
     def backward(self, *grads):
-        """Wrap the gradient arrays in Tensors (zeros where none arrived, as PyTorch does), run the
-        user's backward without recording (a create_graph mode could record it), unwrap the result."""
-        fn, name = self._function, self.name
-        grads = tuple(Tensor._make(g if g is not None else backend.namespace(device).zeros(shape, dtype), None, 0)
-                      for g, (shape, dtype, device) in zip(grads, self._outputs))
+        """The ordinary walk: gradient arrays in and out, the user's backward run without recording."""
+        grads = [None if g is None else Tensor._make(g, None, 0) for g in grads]
         with no_grad():
-            result = fn.backward(self, *grads)
+            return tuple(None if g is None else g._data for g in self._run_backward(grads))
+
+    def backward_graph(self, *grads):
+        """The create_graph walk: the user's backward recorded on the tape, so it is differentiated again."""
+        self._on_tape = True
+        try:
+            with enable_grad():
+                return self._run_backward(list(grads))
+        finally:
+            self._on_tape = False
+
+    def _run_backward(self, grads):
+        """Zeros for outputs that got no gradient (as PyTorch), the user's backward, its result checked."""
+        fn, name = self._function, self.name
+        grads = [g if g is not None else Tensor._make(backend.namespace(device).zeros(shape, dtype), None, 0)
+                 for g, (shape, dtype, device) in zip(grads, self._outputs)]
+        result = fn.backward(self, *grads)
         result = result if type(result) is tuple else (result,)
         if len(result) != len(self.parents):
             raise RuntimeError(f"{name}.backward returned {len(result)} gradients, expected {len(self.parents)} "
@@ -341,7 +359,7 @@ class _TorchStyleNode:
             if g is not None and not isinstance(g, Tensor):
                 raise TypeError(f"{name}.backward returned a {type(g).__name__} for argument {k}; return a Tensor "
                                 "(or None)")
-            out.append(g._data if g is not None and need else None)
+            out.append(g if need else None)
         return tuple(out)
 
 
@@ -377,6 +395,8 @@ def _apply_torch_style(cls, *args, **kwargs):
     ctx.array_type, ctx.hooks, ctx.released = type(first._data), None, False
     ctx.n_outputs, ctx.epoch = len(outs), _epoch
     ctx._outputs = [(o.shape, o.dtype, o.device) for o in outs]
+    ctx._saved_outputs = {i: k for i, t in enumerate(ctx.__dict__.get("_saved", ())) for k, o in enumerate(outs)
+                          if t is o}  # saved tensor i is output k: under create_graph it is re-attached to the node
     results = tuple(Tensor._make(o._data, None if id(o) in ctx._non_differentiable or not backend.is_floating(o.dtype)
                                  else ctx, k) for k, o in enumerate(outs))
     return results[0] if isinstance(out, Tensor) else results
