@@ -210,3 +210,21 @@ def test_second_backward_in_a_truncated_bptt_loop_suggests_detach_first():
     message = str(info.value)
     assert "already freed" in message and "detach the carried state" in message
     assert message.index("detach") < message.index("retain_graph=True")
+
+
+@pytest.mark.parametrize("shape", [(), (3,), (2, 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_erf_without_scipy_falls_back_to_libm(monkeypatch, shape, dtype):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_scipy(name, *args, **kwargs):
+        if name.startswith("scipy"):
+            raise ImportError("no scipy here")
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_scipy)
+    x = np.linspace(-2, 2, int(np.prod(shape))).reshape(shape).astype(dtype)
+    out = tg.backend.erf(x)
+    assert type(out) is np.ndarray and out.dtype == dtype and out.shape == shape
+    np.testing.assert_allclose(out, np.vectorize(math.erf)(x.astype(np.float64)), rtol=1e-6 if dtype == np.float32 else 1e-15)
+    assert nn.GELU()(Tensor(x)).shape == shape

@@ -318,13 +318,14 @@ def erf(array):
     try:
         from scipy.special import erf as scipy_erf
     except ImportError:
-        return _libm_erf(array).astype(array.dtype)
+        return _libm_erf(array)
     return scipy_erf(array)
 
 
 def _libm_erf(array):
     import math
-    return numpy.frompyfunc(math.erf, 1, 1)(array).astype(array.dtype if array.dtype.kind == "f" else float64)
+    dtype = array.dtype if array.dtype.kind == "f" else float64
+    return numpy.asarray(numpy.frompyfunc(math.erf, 1, 1)(array), dtype=dtype)  # 0-d gives a float: asarray
 
 
 def ignore_float_errors():
