@@ -226,5 +226,6 @@ def test_erf_without_scipy_falls_back_to_libm(monkeypatch, shape, dtype):
     x = np.linspace(-2, 2, int(np.prod(shape))).reshape(shape).astype(dtype)
     out = tg.backend.erf(x)
     assert type(out) is np.ndarray and out.dtype == dtype and out.shape == shape
-    np.testing.assert_allclose(out, np.vectorize(math.erf)(x.astype(np.float64)), rtol=1e-6 if dtype == np.float32 else 1e-15)
+    np.testing.assert_allclose(out, np.vectorize(math.erf)(x.astype(np.float64)),
+                               rtol=1e-6 if dtype == np.float32 else 1e-15)
     assert nn.GELU()(Tensor(x)).shape == shape

@@ -513,7 +513,7 @@ class Tensor:
         return Tensor._make(backend.as_array(out, self.device).astype(backend.int64), None, 0)
 
     def gather(self, dim, index):
-        """out[i][j][k] = self[index[i][j][k]][j][k] for dim 0 (and so on), as torch.gather; the backward scatter-adds."""
+        """torch.gather: out[i][j] = self[index[i][j]][j] for dim 0 (and so on); the backward scatter-adds."""
         a = _axis("gather", dim, self.ndim)
         idx = index._data if isinstance(index, Tensor) else backend.new_array(index, None, self.device)
         if not backend.is_integer(idx.dtype) or idx.ndim != self.ndim:
@@ -612,7 +612,8 @@ class Tensor:
         known = _prod(n for n in shape if n != -1)
         if shape.count(-1) > 1 or any(n < -1 for n in shape) or \
                 (-1 in shape and (known == 0 or self.numel() % known)) or (-1 not in shape and known != self.numel()):
-            raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} ({self.numel()} elements) into {shape}")
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} ({self.numel()} elements) "
+                             f"into {shape}")
         return ops.Reshape.apply(self, shape=shape)
 
     view = reshape
@@ -626,7 +627,8 @@ class Tensor:
     def t(self):
         """The transpose of a tensor with at most 2 dimensions (as torch.t)."""
         if self.ndim > 2:
-            raise ValueError(f"t: expects a tensor with at most 2 dimensions, got shape {self.shape}; use transpose(a, b)")
+            raise ValueError(f"t: expects a tensor with at most 2 dimensions, got shape {self.shape}; "
+                             "use transpose(a, b)")
         return self.T if self.ndim == 2 else self
 
     def narrow(self, dim, start, length):

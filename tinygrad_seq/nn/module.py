@@ -78,7 +78,7 @@ class Module:
         return (m for _, m in self.named_modules())
 
     def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
-        """(dotted name, Parameter) pairs in definition order; a shared parameter once, unless remove_duplicate=False."""
+        """(dotted name, Parameter) pairs in definition order; a shared one once unless remove_duplicate=False."""
         seen = set()
         for name, value in self._members():
             full = f"{prefix}.{name}" if prefix else name
