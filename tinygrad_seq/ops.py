@@ -341,7 +341,7 @@ def _exp_nonpositive(xp, z):
     floor = z.dtype.type(EXP_FLOOR.get(z.dtype.itemsize, -200.0))
     e = xp.maximum(z, floor, out=xp.empty_like(z))  # out= keeps 0-d results arrays
     xp.exp(e, out=e)
-    e *= ~(z <= floor)
+    e *= z > floor  # NaN stays NaN: maximum propagated it, and NaN * 0 is NaN
     return e
 
 
