@@ -77,7 +77,7 @@ def worker_allreduce(args):
                 averager()
                 samples.append(time.perf_counter() - start)
             timings[name] = (float(np.min(samples)), float(np.median(samples)))
-        total = sum(p.size for p in params)
+        total = sum(p.numel() for p in params)
         rows.append((hidden, len(params), total, *timings["fused"], *timings["per-tensor"]))
     if comm.rank == 0:
         for row in rows:

@@ -256,7 +256,7 @@ def main(argv=None):
     schedule = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.steps, eta_min=args.lr / 10)  # per step
     dist.broadcast_parameters(model, comm)  # [distributed] every rank starts from rank 0's weights
     if main_rank:
-        print(f"model: {sum(p.size for p in params):,} parameters\n{model}")
+        print(f"model: {sum(p.numel() for p in params):,} parameters\n{model}")
 
     x_all, y_all = streams(train, args.batch)
     x_all, y_all = x_all[:, comm.rank::comm.size], y_all[:, comm.rank::comm.size]  # [distributed] this rank's streams

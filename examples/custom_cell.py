@@ -194,7 +194,7 @@ def check_gradients(seed):
     lengths = [4, 2]
     gradcheck(lambda xs, *p: layers(xs, lengths=lengths)[0], [xs, *params])
     print(f"gradcheck of a 2-layer bidirectional MGU over (T=4, B=2) with lengths {lengths} "
-          f"({sum(p.size for p in params)} parameters): ok")
+          f"({sum(p.numel() for p in params)} parameters): ok")
 
 
 def write_tape(path, seed):

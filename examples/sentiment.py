@@ -321,7 +321,7 @@ def main(argv=None):
     model = BiLSTMClassifier(vocab_size, args.embed, args.hidden, args.dropout)
     params = list(model.parameters())
     opt = optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
-    print(f"model: {sum(p.size for p in params):,} parameters\n{model}")
+    print(f"model: {sum(p.numel() for p in params):,} parameters\n{model}")
     history = {"train_loss": [], "train_acc": [], "val_loss": [], "val_acc": []}
     best = (-1.0, 0, None)
     train_batches = loader(*split["train"], args.batch, seed=args.seed)  # a new order every epoch

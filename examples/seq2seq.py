@@ -304,7 +304,7 @@ def main(argv=None):
     opt = optim.Adam(params, lr=args.lr)
     # per step: constant, then a linear decay to lr / 10 over the second half
     schedule = optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, 0.1 + 1.8 * (1 - (t + 1) / args.steps)))
-    print(f"model: {sum(p.size for p in params):,} parameters\n{model}")
+    print(f"model: {sum(p.numel() for p in params):,} parameters\n{model}")
 
     history = {"loss": [], "test_acc": []}
     data = training_batches(train_days, args.batch, rng)

@@ -150,7 +150,7 @@ def test_pad_sequence_values_and_gradients(lengths, trailing, batch_first, side,
     expected = numpy_pad(arrays, batch_first, value, side)
     assert out.shape == expected.shape and out.dtype == np.float64
     np.testing.assert_array_equal(out.numpy(), expected)
-    if out.size == 0:
+    if out.numel() == 0:
         return
     weight = rng.standard_normal(out.shape)
     (out * tg.Tensor(weight)).sum().backward()

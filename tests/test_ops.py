@@ -12,6 +12,7 @@ properties then run over every row:
 Float inputs are differentiable leaves; integer and boolean inputs are constants.
 """
 import functools
+import math
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from hypothesis.extra import numpy as hnp
 
 import tinygrad_seq as tg
 from tinygrad_seq import functional as F
+from tinygrad_seq import ops
 from tinygrad_seq.backend import parse_device
 from tinygrad_seq.gradcheck import gradcheck
 
@@ -138,6 +140,10 @@ def np_softmax(x, axis):
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def np_erf(x):
+    return np.vectorize(math.erf, otypes=[x.dtype])(x)
+
+
 def np_sigmoid(x):
     return 0.5 * np.tanh(0.5 * x) + 0.5
 
@@ -253,6 +259,24 @@ op("log", unary_case(POSITIVE), lambda d, a: a.log(), np.log, lambda g, a: (g / 
 op("tanh", unary_case(), lambda d, a: a.tanh(), np.tanh, lambda g, a: (g * (1 - np.tanh(a) ** 2),))
 op("sigmoid", unary_case(uniform(-6, 6)), lambda d, a: a.sigmoid(), lambda a: 1 / (1 + np.exp(-a)),
    lambda g, a: (g * np_sigmoid(a) * (1 - np_sigmoid(a)),))
+op("erf", unary_case(uniform(-3, 3)), lambda d, a: ops.Erf.apply(a), lambda a: np_erf(a),
+   lambda g, a: (g * 2 / math.sqrt(math.pi) * np.exp(-a * a),))
+op("gelu", unary_case(uniform(-4, 4)), lambda d, a: F.gelu(a),
+   lambda a: a * 0.5 * (1 + np_erf(a / math.sqrt(2))),
+   lambda g, a: (g * (0.5 * (1 + np_erf(a / math.sqrt(2)))
+                      + a * np.exp(-a * a / 2) / math.sqrt(2 * math.pi)),))
+
+
+def _gelu_tanh_parts(a):
+    k = math.sqrt(2 / math.pi)
+    u = k * (a + 0.044715 * a ** 3)
+    return np.tanh(u), k * (1 + 3 * 0.044715 * a ** 2)
+
+
+op("gelu_tanh", unary_case(uniform(-4, 4)), lambda d, a: F.gelu(a, approximate="tanh"),
+   lambda a: 0.5 * a * (1 + _gelu_tanh_parts(a)[0]),
+   lambda g, a: (g * (0.5 * (1 + _gelu_tanh_parts(a)[0]) + 0.5 * a * (1 - _gelu_tanh_parts(a)[0] ** 2)
+                      * _gelu_tanh_parts(a)[1]),))
 op("relu", unary_case(away_from_zero()), lambda d, a: a.relu(), lambda a: np.maximum(a, 0),
    lambda g, a: (g * (a > 0),))
 op("sqrt", unary_case(POSITIVE), lambda d, a: a.sqrt(), np.sqrt, lambda g, a: (g * 0.5 / np.sqrt(a),))
@@ -330,9 +354,9 @@ op("sum", reduce_case(), reduction("sum"), lambda x, axis, keepdims, alias: np.s
 op("mean", reduce_case(), reduction("mean"), lambda x, axis, keepdims, alias: np.mean(x, axis, keepdims=keepdims),
    lambda g, x, axis, keepdims, alias: (expand_reduced(g, x.shape, axis, keepdims)
                                         / max(1, int(np.prod([x.shape[a] for a in axes_of(axis, x.ndim)]))),))
-op("max", reduce_case(distinct=True), reduction("max"),
+op("max", reduce_case(distinct=True), reduction("amax"),
    lambda x, axis, keepdims, alias: np.max(x, axis, keepdims=keepdims), _max_vjp(np.max))
-op("min", reduce_case(distinct=True), reduction("min"),
+op("min", reduce_case(distinct=True), reduction("amin"),
    lambda x, axis, keepdims, alias: np.min(x, axis, keepdims=keepdims), _max_vjp(np.min))
 op("logsumexp", reduce_case(), reduction("logsumexp"),
    lambda x, axis, keepdims, alias: np_logsumexp(x, axis, keepdims),
@@ -739,6 +763,80 @@ op("cross_entropy", classification_case(),
 op("nll_loss", classification_case(log_probs=True),
    lambda d, x, t, ignore_index, reduction: F.nll_loss(x, t, ignore_index=ignore_index, reduction=reduction),
    _nll_ref, _nll_vjp)
+
+
+@st.composite
+def weighted_classification_case(draw):
+    """classification_case plus class weights (constants, given as an option) and label smoothing."""
+    case = draw(classification_case())
+    c = case.inputs[0].shape[1]
+    weight = draw(st.sampled_from([None, "drawn"]))
+    if weight is not None:
+        weight = floats_array(draw, (c,), POSITIVE)
+    return Case(case.inputs, weight=weight, label_smoothing=draw(st.sampled_from([0.0, 0.1, 0.5, 1.0])), **case.kw)
+
+
+def _smoothed_parts(x, target, weight, ignore_index):
+    """Classes moved last: log-probabilities, softmax, the one-hot target, class weights, w[t] and validity."""
+    lp = np.moveaxis(x - np_logsumexp(x, 1), 1, -1)
+    c = lp.shape[-1]
+    w = np.ones(c, x.dtype) if weight is None else weight.astype(x.dtype)
+    valid = target != ignore_index
+    safe = np.where(valid, target, 0)
+    return lp, np.exp(lp), np.eye(c, dtype=x.dtype)[safe], w, w[safe] * valid, valid
+
+
+def _smoothed_ce_ref(x, target, weight, label_smoothing, ignore_index, reduction):
+    """PyTorch's label-smoothed cross-entropy, written out: (1 - eps) NLL + eps / C * sum_c w_c (-logp_c)."""
+    lp, _, onehot, w, w_t, valid = _smoothed_parts(x, target, weight, ignore_index)
+    eps, c = label_smoothing, lp.shape[-1]
+    loss = (1 - eps) * -(lp * onehot).sum(-1) * w_t + eps / c * -(lp * w).sum(-1) * valid
+    return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.sum() / w_t.sum()
+
+
+def _smoothed_ce_vjp(g, x, target, weight, label_smoothing, ignore_index, reduction):
+    _, p, onehot, w, w_t, valid = _smoothed_parts(x, target, weight, ignore_index)
+    eps, c = label_smoothing, p.shape[-1]
+    scale = np.broadcast_to(g, target.shape) / (w_t.sum() if reduction == "mean" else 1)
+    d = (1 - eps) * w_t[..., None] * (p - onehot) + eps / c * valid[..., None] * (w.sum() * p - w)
+    return (np.moveaxis(d * scale[..., None], -1, 1),)
+
+
+op("cross_entropy_weighted_smoothed", weighted_classification_case(),
+   lambda d, x, t, weight, label_smoothing, ignore_index, reduction: F.cross_entropy(
+       x, t, weight=None if weight is None else tg.Tensor(weight, dtype=x.dtype, device=d),
+       ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing),
+   _smoothed_ce_ref, _smoothed_ce_vjp)
+
+
+def _nll_weighted(lp, target, weight, ignore_index, reduction):
+    valid = target != ignore_index
+    safe = np.where(valid, target, 0)
+    w_t = (np.ones(lp.shape[1], lp.dtype) if weight is None else weight.astype(lp.dtype))[safe] * valid
+    loss = -np.take_along_axis(lp, np.expand_dims(safe, 1), axis=1)[:, 0] * w_t
+    return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.sum() / w_t.sum()
+
+
+def _nll_weighted_vjp(g, lp, target, weight, ignore_index, reduction):
+    valid = target != ignore_index
+    safe = np.where(valid, target, 0)
+    w_t = (np.ones(lp.shape[1]) if weight is None else weight)[safe] * valid
+    scale = np.broadcast_to(g, target.shape) / (w_t.sum() if reduction == "mean" else 1)
+    return (-_onehot(target, lp.shape[1], ignore_index) * np.expand_dims(scale * w_t, 1),)
+
+
+@st.composite
+def weighted_nll_case(draw):
+    case = draw(classification_case(log_probs=True))
+    weight = floats_array(draw, (case.inputs[0].shape[1],), POSITIVE) if draw(st.booleans()) else None
+    return Case(case.inputs, weight=weight, **case.kw)
+
+
+op("nll_loss_weighted", weighted_nll_case(),
+   lambda d, x, t, weight, ignore_index, reduction: F.nll_loss(
+       x, t, weight=None if weight is None else tg.Tensor(weight, dtype=x.dtype, device=d),
+       ignore_index=ignore_index, reduction=reduction),
+   _nll_weighted, _nll_weighted_vjp)
 
 
 def _reduce_ref(loss, reduction):

@@ -233,10 +233,10 @@ def test_parameter_count_formula(kind, I, H, num_layers, bidirectional, bias):
     for k in range(num_layers):
         n_in = I if k == 0 else D * H
         expected += D * G * (n_in * H + H * H + (2 * H if bias else 0))
-    assert sum(p.size for p in layer.parameters()) == expected
+    assert sum(p.numel() for p in layer.parameters()) == expected
     assert len(list(layer.parameters())) == num_layers * D * (4 if bias else 2)
     cell = CELLS[kind](I, H, bias=bias)
-    assert sum(p.size for p in cell.parameters()) == G * (I * H + H * H + (2 * H if bias else 0))
+    assert sum(p.numel() for p in cell.parameters()) == G * (I * H + H * H + (2 * H if bias else 0))
 
 
 # ---- (6) a custom cell through nn.Recurrent --------------------------------------------

@@ -9,16 +9,19 @@ frees what a node saved as soon as its backward has run.
 import contextlib
 import functools
 import gc
+import inspect
 import os
 import traceback
 import weakref
 
 from . import backend
 
-Tensor = None  # set by tensor.py (tensor.py imports this module first)
+Tensor = None  # set by _tensor.py (_tensor.py imports this module first)
 
 _grad_enabled = True
 _detect_anomaly = False
+_epoch = 0      # in-place writes so far; each node records the count it was made at
+_modified = {}  # id(buffer) -> (epoch of its last in-place write, weakref that drops the entry)
 _recorder = None  # a list while capture.py records a time step: every op, every new Tensor, host reads
 HOST_READ = "host read"  # what Tensor.numpy() logs there: the step reads a value back to the host
 
@@ -29,21 +32,22 @@ def is_grad_enabled():
 
 
 class _GradMode:
-    """Base of no_grad / enable_grad: a context manager and a decorator."""
+    """Base of no_grad / enable_grad: a context manager and a decorator (reusable and reentrant)."""
     enabled = True
 
     def __enter__(self):
         global _grad_enabled
-        self._previous, _grad_enabled = _grad_enabled, self.enabled
+        self.__dict__.setdefault("_previous", []).append(_grad_enabled)
+        _grad_enabled = self.enabled
 
     def __exit__(self, *exc):
         global _grad_enabled
-        _grad_enabled = self._previous
+        _grad_enabled = self._previous.pop()
 
     def __call__(self, fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with type(self)():
+            with self:
                 return fn(*args, **kwargs)
         return wrapper
 
@@ -58,6 +62,26 @@ class enable_grad(_GradMode):
     enabled = True
 
 
+class inference_mode(_GradMode):
+    """PyTorch's inference_mode(mode=True): here the same as no_grad() (there are no inference tensors)."""
+    def __init__(self, mode=True):
+        self.enabled = not mode
+
+
+class set_grad_enabled:
+    """set_grad_enabled(mode): switch recording on or off now; used with `with`, the old mode comes back at exit."""
+    def __init__(self, mode):
+        global _grad_enabled
+        self._previous, _grad_enabled = _grad_enabled, bool(mode)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._previous
+
+
 class detect_anomaly(_GradMode):
     """Context manager / decorator: raise as soon as an op's forward or backward makes NaN or inf.
 
@@ -66,11 +90,12 @@ class detect_anomaly(_GradMode):
     """
     def __enter__(self):
         global _detect_anomaly
-        self._previous, _detect_anomaly = _detect_anomaly, True
+        self.__dict__.setdefault("_previous", []).append(_detect_anomaly)
+        _detect_anomaly = True
 
     def __exit__(self, *exc):
         global _detect_anomaly
-        _detect_anomaly = self._previous
+        _detect_anomaly = self._previous.pop()
 
 
 _library_files = (os.path.dirname(os.path.abspath(__file__)), os.path.abspath(contextlib.__file__))
@@ -111,28 +136,53 @@ class LeafEdge:
 
 
 class Function:
-    """A differentiable primitive: subclass it and write `forward` and `backward`.
+    """A differentiable primitive: subclass it and write `forward` and `backward`, in one of two styles.
 
+    tinygrad style (plain methods; what ops.py uses): `ctx` is the instance.
     forward(ctx, *arrays, **kwargs) gets raw backend arrays (and any non-Tensor
     arguments as they are) and returns an array or a tuple of arrays; it stores on `ctx`
     whatever backward needs (`ctx.save_for_backward(*arrays)` or plain attributes).
     backward(ctx, *grads) gets one gradient array per output (None for outputs that got
     no gradient) and returns one gradient per input (an array or None), in input order.
-    `ctx.needs_input_grad[i]` tells whether input i wants a gradient. Call the op with
-    `MyFunction.apply(*tensors, **kwargs)`.
 
-    To be differentiable twice (backward(create_graph=True), grad(..., create_graph=True)),
-    also write backward_graph(ctx, *grads): the same rule on Tensors (None for outputs without
-    a gradient), built from Tensor ops, returning Tensors. It gets the op's inputs and outputs
-    back on the tape with `ctx.input_tensor(i, saved_array)` and `ctx.output_tensor(k, saved_array)`.
+    PyTorch style (both @staticmethod): forward(ctx, *args) gets Tensors and returns
+    Tensors, saving them with `ctx.save_for_backward(*tensors)`; backward(ctx, *grads)
+    gets Tensors and returns a Tensor or None per forward argument, written with Tensor
+    ops (recorded under create_graph, so no backward_graph is needed). The style is read
+    from whether `forward` is a staticmethod.
+
+    Either way `ctx.needs_input_grad[i]` tells whether input i wants a gradient. Call the
+    op with `MyFunction.apply(*args, **kwargs)`.
+
+    To be differentiable twice (backward(create_graph=True), grad(..., create_graph=True)), a
+    tinygrad-style Function also writes backward_graph(ctx, *grads): the same rule on Tensors
+    (None for outputs without a gradient), built from Tensor ops, returning Tensors. It gets the
+    op's inputs and outputs back on the tape with `ctx.input_tensor(i, saved_array)` and
+    `ctx.output_tensor(k, saved_array)`.
     """
-    __slots__ = ("parents", "array_type", "n_outputs", "hooks", "released", "__dict__")
+    __slots__ = ("parents", "array_type", "n_outputs", "hooks", "released", "epoch", "__dict__")
+
+    def __init_subclass__(cls, _node=False, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if _node:
+            return
+        static = [isinstance(inspect.getattr_static(cls, m), staticmethod) for m in ("forward", "backward")]
+        if static[0] != static[1]:
+            raise TypeError(f"{cls.__name__}: forward and backward must both be @staticmethod (PyTorch style: "
+                            "Tensors in and out, ctx passed first) or both plain methods (tinygrad style: arrays "
+                            "in and out, ctx is the instance)")
+        if static[0]:
+            cls.apply = classmethod(_apply_torch_style)
+            cls._Node = type(cls.__name__, (_TorchStyleNode, cls), {"_function": cls}, _node=True)
 
     def forward(self, *arrays, **kwargs):
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
     def backward(self, *grads):
         raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"call a Function through its class: {type(self).__name__}.apply(*inputs)")
 
     @property
     def needs_input_grad(self):
@@ -163,6 +213,11 @@ class Function:
         return Tensor._make(array if backend.is_array(array) else backend.as_array(array), self, k)
 
     @property
+    def saved_tensors(self):
+        """What save_for_backward stored (arrays, in this style)."""
+        return self.saved_arrays
+
+    @property
     def name(self):
         return type(self).__name__
 
@@ -175,7 +230,7 @@ class Function:
         arrays, parents, array_type, record = [], [], None, False
         for a in args:
             if isinstance(a, Tensor):
-                data = a.data
+                data = a._data
                 if array_type is None:
                     array_type = type(data)
                 elif type(data) is not array_type or array_type is not _host_array:
@@ -207,15 +262,15 @@ class Function:
             _check_finite(cls.__name__, ctx.site, out if type(out) is tuple else (out,), ctx.input_shapes, "forward")
         if type(out) is not tuple:
             if type(out) is not array_type and not backend.is_array(out):  # NumPy scalars from 0-d results
-                out = backend.as_array(out, _device(args))
+                out = _as_output(cls, out, args)
             if record:
-                ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs = array_type, None, False, 1
+                ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs, ctx.epoch = array_type, None, False, 1, _epoch
             result = Tensor._make(out, ctx if record else None, 0)
         else:
-            outs = [o if type(o) is array_type or backend.is_array(o) else backend.as_array(o, _device(args))
-                    for o in out]
+            outs = [o if type(o) is array_type or backend.is_array(o) else _as_output(cls, o, args) for o in out]
             if record:
-                ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs = array_type, None, False, len(outs)
+                ctx.array_type, ctx.hooks, ctx.released, ctx.n_outputs, ctx.epoch = \
+                    array_type, None, False, len(outs), _epoch
             result = tuple(Tensor._make(o, ctx if record else None, i) for i, o in enumerate(outs))
         if _recorder is not None:
             ctx.hooks = None
@@ -234,6 +289,117 @@ class Function:
 
 
 _host_array = backend.ndarray
+
+
+def _as_output(cls, value, args):
+    """A forward result that is not an array: a NumPy scalar becomes a 0-d array; anything else is a mistake."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "dtype") and not isinstance(value, Tensor):
+        return backend.as_array(value, _device(args))
+    raise TypeError(f"{cls.__name__}.forward returned a {type(value).__name__}; a plain-method forward works on "
+                    "arrays and must return arrays (write forward and backward as @staticmethod for the "
+                    "PyTorch style, Tensors in and out)")
+
+
+class _TorchStyleNode:
+    """The tape node (and ctx) of a PyTorch-style Function: runs its Tensor backward for either walk."""
+    __slots__ = ()
+
+    def save_for_backward(self, *tensors):
+        for t in tensors:
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError(f"{self.name}: save_for_backward takes Tensors (or None), got {type(t).__name__}; "
+                                "keep other values as attributes of ctx")
+        self._saved = tensors
+
+    @property
+    def saved_tensors(self):
+        """The saved Tensors; under create_graph a saved output is this node's output again, on the tape."""
+        if "_saved" not in self.__dict__:
+            raise RuntimeError(f"{self.name}: no saved tensors (save_for_backward was not called, or the graph "
+                               "was freed by backward(); pass retain_graph=True to keep it)")
+        if not self.__dict__.get("_on_tape"):
+            return self._saved
+        outputs = self._saved_outputs
+        return tuple(self.output_tensor(outputs[i], t._data) if i in outputs else t for i, t in enumerate(self._saved))
+
+    def mark_non_differentiable(self, *tensors):
+        """Outputs listed here get no gradient (e.g. indices returned beside values)."""
+        self._non_differentiable = tuple(id(t) for t in tensors)
+
+    def backward(self, *grads):
+        """The ordinary walk: gradient arrays in and out, the user's backward run without recording."""
+        grads = [None if g is None else Tensor._make(g, None, 0) for g in grads]
+        with no_grad():
+            return tuple(None if g is None else g._data for g in self._run_backward(grads))
+
+    def backward_graph(self, *grads):
+        """The create_graph walk: the user's backward recorded on the tape, so it is differentiated again."""
+        self._on_tape = True
+        try:
+            with enable_grad():
+                return self._run_backward(list(grads))
+        finally:
+            self._on_tape = False
+
+    def _run_backward(self, grads):
+        """Zeros for outputs that got no gradient (as PyTorch), the user's backward, its result checked."""
+        fn, name = self._function, self.name
+        grads = [g if g is not None else Tensor._make(backend.namespace(device).zeros(shape, dtype), None, 0)
+                 for g, (shape, dtype, device) in zip(grads, self._outputs)]
+        result = fn.backward(self, *grads)
+        result = result if type(result) is tuple else (result,)
+        if len(result) != len(self.parents):
+            raise RuntimeError(f"{name}.backward returned {len(result)} gradients, expected {len(self.parents)} "
+                               "(one per forward argument, None for those without a gradient)")
+        out = []
+        for k, (g, need, is_tensor) in enumerate(zip(result, self.needs_input_grad, self._tensor_inputs)):
+            if g is not None and not is_tensor:
+                raise RuntimeError(f"{name}.backward returned a gradient for argument {k}, which is not a Tensor; "
+                                   "return None there")
+            if g is not None and not isinstance(g, Tensor):
+                raise TypeError(f"{name}.backward returned a {type(g).__name__} for argument {k}; return a Tensor "
+                                "(or None)")
+            out.append(g if need else None)
+        return tuple(out)
+
+
+def _apply_torch_style(cls, *args, **kwargs):
+    """Function.apply for PyTorch-style Functions: forward runs on Tensors without recording."""
+    ctx = cls._Node.__new__(cls._Node)
+    parents, record, first = [], False, None
+    for a in args:
+        if isinstance(a, Tensor):
+            if first is None:
+                first = a
+            elif a.device != first.device:
+                _check_devices(cls, args)
+            if a._requires_grad:
+                record = True
+                node = a._node
+                parents.append(Edge(node, a._index, a.shape, a.dtype) if node is not None
+                               else LeafEdge(a, a.shape, a.dtype))
+                continue
+        parents.append(None)
+    record = record and _grad_enabled
+    ctx.parents = parents if record else [None] * len(parents)
+    ctx._tensor_inputs = tuple(isinstance(a, Tensor) for a in args)
+    ctx._non_differentiable = ()
+    with no_grad():
+        out = cls.forward(ctx, *args, **kwargs)
+    outs = (out,) if isinstance(out, Tensor) else out
+    if not isinstance(outs, tuple) or not outs or not all(isinstance(o, Tensor) for o in outs):
+        raise TypeError(f"{cls.__name__}.forward (a @staticmethod, PyTorch style) must return a Tensor or a "
+                        f"tuple of Tensors, got {type(out).__name__}")
+    if not record:
+        return out
+    ctx.array_type, ctx.hooks, ctx.released = type(first._data), None, False
+    ctx.n_outputs, ctx.epoch = len(outs), _epoch
+    ctx._outputs = [(o.shape, o.dtype, o.device) for o in outs]
+    ctx._saved_outputs = {i: k for i, t in enumerate(ctx.__dict__.get("_saved", ())) for k, o in enumerate(outs)
+                          if t is o}  # saved tensor i is output k: under create_graph it is re-attached to the node
+    results = tuple(Tensor._make(o._data, None if id(o) in ctx._non_differentiable or not backend.is_floating(o.dtype)
+                                 else ctx, k) for k, o in enumerate(outs))
+    return results[0] if isinstance(out, Tensor) else results
 
 
 def _device(args):
@@ -288,8 +454,46 @@ def _run_hooks(hooks, grad):
     for hook in hooks:
         result = hook(Tensor._make(grad, None, 0))
         if result is not None:
-            grad = result.data if isinstance(result, Tensor) else result
+            grad = result._data if isinstance(result, Tensor) else result
     return grad
+
+
+def mark_modified(array):
+    """Record an in-place write into `array`'s memory (Tensor.add_ and friends call this).
+
+    Nodes made before the write that saved any view of that memory refuse to run backward
+    (PyTorch's version counter). Cost lands on in-place ops and on backward after one, never
+    on Function.apply: a node only stores the write count it was made at.
+    """
+    global _epoch
+    while backend.is_array(array.base):
+        array = array.base
+    _epoch += 1
+    key = id(array)
+    entry = _modified.get(key)
+    _modified[key] = (_epoch, entry[1] if entry else weakref.ref(array, lambda _, k=key: _modified.pop(k, None)))
+
+
+def _saved_arrays(node):
+    for value in node.__dict__.values():
+        for v in value if type(value) is tuple else (value,):
+            v = v._data if isinstance(v, Tensor) else v
+            if backend.is_array(v):
+                yield v
+
+
+def _check_saved(node):
+    """Raise if an array `node` saved was written in place after the node was made."""
+    made = getattr(node, "epoch", 0)
+    for a in _saved_arrays(node):
+        while backend.is_array(a.base):
+            a = a.base
+        entry = _modified.get(id(a))
+        if entry is not None and entry[0] > made:
+            raise RuntimeError(f"backward: one of the variables needed for gradient computation has been modified "
+                               f"by an inplace operation: {node.name} saved an array that was written in place "
+                               "(add_, mul_, copy_, ...) after the op ran, so its gradient would be wrong. Use the "
+                               "out-of-place op (x = x * 2), or .clone() the tensor before changing it")
 
 
 @contextlib.contextmanager
@@ -380,7 +584,7 @@ def backward(root, grad, retain_graph=False):
         if leaf.grad is None:
             leaf.grad = Tensor._make(g if own else g.copy(), None, 0)
         else:
-            leaf.grad.data += g
+            leaf.grad._data += g
 
 
 def _count_consumers(start):
@@ -416,8 +620,13 @@ def _walk(start, index, grad, retain_graph):
             grads = _evaluated(grads)
         if node.released:
             raise RuntimeError(f"backward: the graph was already freed by an earlier backward() (reached "
-                               f"{node.name} again); pass retain_graph=True to the first backward() "
-                               "to backpropagate through the same graph twice")
+                               f"{node.name} again). In a loop over batches that carries a hidden state "
+                               "(truncated BPTT), detach the carried state before the next batch: "
+                               "h = h.detach(), or tuple(s.detach() for s in state) for an LSTM. To "
+                               "backpropagate through the same graph twice on purpose, pass "
+                               "retain_graph=True to the first backward()")
+        if _modified and getattr(node, "epoch", 0) != _epoch:
+            _check_saved(node)
         if node.hooks:
             _node_hooks(node, grads)
         parents = node.parents
@@ -483,4 +692,4 @@ def _node_hooks(node, grads):
             if tensor.grad is None:
                 tensor.grad = Tensor._make(grads[index].copy(), None, 0)
             else:  # accumulate over backward calls, as leaves do (and PyTorch's retain_grad)
-                tensor.grad.data += grads[index]
+                tensor.grad._data += grads[index]

@@ -18,7 +18,7 @@ package: `from tinygrad_seq.autograd_functional import hvp`.
 """
 from .autograd import enable_grad
 from .higher_order import grad
-from .tensor import Tensor, ones_like, stack, zeros_like
+from ._tensor import Tensor, ones_like, stack, zeros_like
 
 __all__ = ["vjp", "jvp", "vhp", "hvp", "jacobian", "hessian"]
 
@@ -53,7 +53,7 @@ def _call(func, xs, fn):
 def _vectors(v, like, what, fn):
     """v checked against `like` (one Tensor per item, same shapes); None only for single-element items."""
     if v is None:
-        if any(t.size != 1 for t in like):
+        if any(t.numel() != 1 for t in like):
             raise RuntimeError(f"{fn}: v can be omitted only when every {what} has one element")
         return tuple(ones_like(t) for t in like)
     _, vs = _as_tuple(v, "v", fn)
@@ -126,7 +126,7 @@ def vhp(func, inputs, v=None, create_graph=False, strict=False):
     """(func(inputs), v^T H) for a scalar func: the gradient of <grad func, v>."""
     in_tuple, xs = _prepare(inputs, create_graph, "vhp")
     out_tuple, outs = _call(func, xs, "vhp")
-    if len(outs) != 1 or outs[0].size != 1:
+    if len(outs) != 1 or outs[0].numel() != 1:
         raise RuntimeError(f"vhp: func must return a single Tensor with one element, got shapes "
                            f"{[tuple(o.shape) for o in outs]}")
     vs = _vectors(v, xs, "input", "vhp")
@@ -177,7 +177,7 @@ def hessian(func, inputs, create_graph=False, strict=False):
 
     def gradient(*ys):
         out_tuple, outs = _call(func, ys, "hessian")
-        if len(outs) != 1 or outs[0].size != 1:
+        if len(outs) != 1 or outs[0].numel() != 1:
             raise RuntimeError(f"hessian: func must return a single Tensor with one element, got shapes "
                                f"{[tuple(o.shape) for o in outs]}")
         gs = _grads(outs, ys, _vectors(None, outs, "output", "hessian"), True, strict, "hessian")

@@ -8,7 +8,8 @@ The one other module that imports NumPy is serialization.py, for host-side file 
 import numpy
 
 float16, float32, float64 = numpy.dtype("float16"), numpy.dtype("float32"), numpy.dtype("float64")
-int32, int64, bool_ = numpy.dtype("int32"), numpy.dtype("int64"), numpy.dtype("bool")
+int8, int16, int32, int64 = (numpy.dtype(n) for n in ("int8", "int16", "int32", "int64"))
+uint8, bool_ = numpy.dtype("uint8"), numpy.dtype("bool")
 default_float = float32
 ndarray = numpy.ndarray  # the host array type (for isinstance checks)
 
@@ -241,6 +242,9 @@ def new_array(data, dtype=None, device="cpu"):
     Python floats become float32 unless `dtype` says otherwise; arrays and NumPy scalars keep their dtype.
     """
     if is_array(data):
+        if data.dtype.kind not in "biuf":
+            raise TypeError(f"Tensor: cannot make a tensor from an array of dtype {data.dtype} "
+                            "(only boolean, integer and floating-point data)")
         if dtype is None:
             dtype = data.dtype
         if device_of(data) != device:
@@ -261,6 +265,26 @@ def as_array(value, device=None):
     if device is None:
         device = device_of(value) if is_array(value) else "cpu"
     return _backend(device).xp.asarray(value)
+
+
+def erf(array):
+    """The error function, elementwise: CuPy's kernel on a GPU, SciPy's when installed, else libm's erf."""
+    if not isinstance(array, numpy.ndarray):
+        if device_of(array).startswith("cuda:"):
+            import cupyx.scipy.special
+            return cupyx.scipy.special.erf(array)
+        return to_device(erf(to_host(array)), device_of(array))
+    try:
+        from scipy.special import erf as scipy_erf
+    except ImportError:
+        return _libm_erf(array)
+    return scipy_erf(array)
+
+
+def _libm_erf(array):
+    import math
+    dtype = array.dtype if array.dtype.kind == "f" else float64
+    return numpy.asarray(numpy.frompyfunc(math.erf, 1, 1)(array), dtype=dtype)  # 0-d gives a float: asarray
 
 
 def ignore_float_errors():

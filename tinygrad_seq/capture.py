@@ -42,7 +42,7 @@ import math
 
 from . import autograd, backend, higher_order
 from .autograd import Function, ProductSum, _accumulate, _reduce_to
-from .tensor import Tensor, stack, where
+from ._tensor import Tensor, stack, where
 
 __all__ = ["counters", "disabled", "is_enabled", "set_enabled", "Loop", "check_checkpoint"]
 

@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from . import backend
-from .tensor import Tensor, stack
+from ._tensor import Tensor, stack
 
 __all__ = ["Dataset", "TensorDataset", "Sampler", "SequentialSampler", "RandomSampler", "BatchSampler",
            "BucketBatchSampler", "DataLoader", "default_collate", "PadCollate"]

@@ -20,7 +20,7 @@ from .autograd import Function, LeafEdge, enable_grad, no_grad
 from .higher_order import grad
 from .nn.module import Module
 from .nn.recurrent import Recurrent, RNNBase, _layout, run_layers
-from .tensor import Tensor, cat, stack, zeros_like
+from ._tensor import Tensor, cat, stack, zeros_like
 
 __all__ = ["gradient_flow", "to_dot", "state_jacobians", "jacobian_product_singular_values", "lyapunov_exponents"]
 
@@ -136,7 +136,7 @@ def gradient_flow(module, loss_fn, x, state=None, *, lengths=None, layer=-1, dir
     probe.requires_grad = True  # so the tape is recorded even when every parameter is frozen
     result, recorders = _run_recorded(module, probe, state, lengths, component)
     loss = loss_fn(*result)
-    if not isinstance(loss, Tensor) or loss.size != 1:
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
         raise ValueError("gradient_flow: loss_fn must return a Tensor with one element, got "
                          f"{loss.shape if isinstance(loss, Tensor) else type(loss).__name__}")
     if loss._node is None:
@@ -281,7 +281,7 @@ def _flat(state):
     shapes = [tuple(p.shape[1:]) for p in parts]
     rows = [p.reshape(p.shape[0], -1) for p in parts]
     flat = cat(rows, axis=1) if len(rows) > 1 else rows[0]
-    sizes = [p.size // p.shape[0] if p.shape[0] else 0 for p in parts]
+    sizes = [p.numel() // p.shape[0] if p.shape[0] else 0 for p in parts]
 
     def unflat(f):
         pieces = f.split(sizes, axis=1) if len(sizes) > 1 else (f,)

@@ -39,7 +39,7 @@ import traceback
 
 from . import backend
 from .autograd import enable_grad
-from .tensor import Tensor
+from ._tensor import Tensor
 
 __all__ = ["Communicator", "LocalCommunicator", "MPICommunicator", "NCCLCommunicator", "init", "get_world",
            "is_main_process", "barrier", "broadcast_parameters", "broadcast_optimizer_state",
@@ -481,11 +481,11 @@ class GradientAverager:
                 limit = max(self.bucket_bytes // dt.itemsize, 1)
                 current, total = [], 0
                 for p in members:
-                    if current and total + p.size > limit:
+                    if current and total + p.numel() > limit:
                         plan.append((device, dt, current, total))
                         current, total = [], 0
-                    current.append((p, total, p.size))
-                    total += p.size
+                    current.append((p, total, p.numel()))
+                    total += p.numel()
                 if current:
                     plan.append((device, dt, current, total))
             self._plans[active] = plan

@@ -1,7 +1,14 @@
-"""Composites: functions built only from Tensor ops, so their gradients come from the tape."""
-from . import backend
+"""Composites built from Tensor ops (gradients from the tape), and the entry points of the fused
+log-softmax and loss primitives. Imported as tinygrad_seq.functional or tinygrad_seq.nn.functional."""
+import math
+
+from . import backend, ops
 from .autograd import is_grad_enabled
-from .tensor import Tensor, _axes, _axis, where
+from ._tensor import Tensor, _axes, _axis, where
+
+__all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "dropout", "embedding", "gelu", "gru_cell", "linear",
+           "log_softmax", "logsumexp", "lstm_cell", "mse_loss", "nll_loss", "one_hot", "relu", "rnn_cell", "sigmoid",
+           "softmax", "tanh"]
 
 
 def _exp_nonpositive(z):
@@ -12,19 +19,16 @@ def _exp_nonpositive(z):
     np.errstate(all="raise")); the values set to 0 are far below the dtype's resolution of 1
     (exp(-40) ~ 4e-18 in float32, exp(-200) in float64). NaN stays NaN; -inf gives 0.
     """
-    floor = _EXP_FLOOR.get(z.dtype.itemsize, -200.0)
-    return where(~(z.data <= floor), z.clip(min=floor).exp(), 0.0)
+    floor = ops.EXP_FLOOR.get(z.dtype.itemsize, -200.0)
+    return where(~(z._data <= floor), z.clip(min=floor).exp(), 0.0)
 
 
-_EXP_FLOOR = {2: -8.0, 4: -40.0}  # by itemsize: float16, float32; float64 and wider use -200
-
-
-def logsumexp(x, axis=None, keepdims=False):
+def logsumexp(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
     """log(sum(exp(x))) over `axis`, shifted by the (detached) max so it never overflows."""
-    axes = _axes("logsumexp", axis, x.ndim)
+    axes, keepdims = _axes("logsumexp", axis, x.ndim, dim), bool(keepdims or keepdim)
     if not backend.is_floating(x.dtype):  # integers and bools: in float64, as NumPy's exp would
         x = x.double()
-    if x.size == 0:  # nothing to shift by; a sum over no elements is log(0) = -inf, as in PyTorch and SciPy
+    if x.numel() == 0:  # nothing to shift by; a sum over no elements is log(0) = -inf, as in PyTorch and SciPy
         with backend.ignore_float_errors():
             out = x.exp().sum(axes, keepdims=keepdims).log()
         return out
@@ -37,34 +41,33 @@ def logsumexp(x, axis=None, keepdims=False):
 
 def _max_shift(x, axes):
     """The max over `axes` (kept), detached, with infinities replaced by 0: what exp's argument is shifted by."""
-    shift = x.detach().max(axes, keepdims=True)
-    finite = backend.array_namespace(shift.data).isfinite(shift.data)
-    return Tensor._make(backend.array_namespace(shift.data).where(finite, shift.data, 0), None, 0)
+    shift = x.detach().amax(axes, keepdims=True)
+    finite = backend.array_namespace(shift._data).isfinite(shift._data)
+    return Tensor._make(backend.array_namespace(shift._data).where(finite, shift._data, 0), None, 0)
 
 
-def log_softmax(x, axis=-1):
-    """(x - max) - log(sum(exp(x - max))): stable for inputs of any magnitude.
+def log_softmax(x, axis=-1, *, dim=None):
+    """(x - max) - log(sum(exp(x - max))) along `axis`: one fused op (ops.LogSoftmax), stable for any magnitude.
 
     Subtracting log(sum) from the shifted values, not logsumexp from x, avoids cancellation:
     at |x| ~ 1e4 in float32, x - logsumexp(x) loses three digits.
     """
-    a = _axis("log_softmax", axis, x.ndim)
-    if x.size == 0 or not backend.is_floating(x.dtype):
+    a = _axis("log_softmax", axis if dim is None else dim, x.ndim)
+    if x.numel() == 0 or not backend.is_floating(x.dtype):
         return x - logsumexp(x, a, keepdims=True)
-    z = x - _max_shift(x, (a,))
-    return z - _exp_nonpositive(z).sum(a, keepdims=True).log()
+    return ops.LogSoftmax.apply(x, axis=a)
 
 
-def softmax(x, axis=-1):
+def softmax(x, axis=-1, *, dim=None):
     """exp(x - max) / sum(exp(x - max)) along `axis`."""
-    a = _axis("softmax", axis, x.ndim)
-    e = _exp_nonpositive(x - x.detach().max(a, keepdims=True))
+    a = _axis("softmax", axis if dim is None else dim, x.ndim)
+    e = _exp_nonpositive(x - x.detach().amax(a, keepdims=True))
     return e / e.sum(a, keepdims=True)
 
 
 def one_hot(target, num_classes, dtype=None):
     """A (..., num_classes) float tensor with ones at the integer `target` positions (no gradient)."""
-    t = target.data if isinstance(target, Tensor) else backend.new_array(target, None, "cpu")
+    t = target._data if isinstance(target, Tensor) else backend.new_array(target, None, "cpu")
     if not backend.is_integer(t.dtype):
         raise TypeError(f"one_hot: target must be integer, got {t.dtype}")
     xp = backend.array_namespace(t)
@@ -74,48 +77,86 @@ def one_hot(target, num_classes, dtype=None):
     return Tensor._make(eye[t], None, 0)
 
 
-def _reduce(loss, reduction, op, weight_sum=None):
+def _reduce(loss, reduction, op):
     if reduction == "none":
         return loss
     if reduction == "sum":
         return loss.sum()
     if reduction == "mean":
-        return loss.sum() / weight_sum if weight_sum is not None else loss.mean()
+        return loss.mean()
     raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def nll_loss(log_probs, target, ignore_index=-100, reduction="mean"):
-    """Negative log-likelihood of integer targets; log_probs (N, C) or (N, C, d1, ...), target (N, d1, ...)."""
-    if log_probs.ndim < 1:
-        raise ValueError("nll_loss: log_probs must have a class axis")
-    target = target if isinstance(target, Tensor) else Tensor(target)
+def _class_rows(op, scores, target, weight, ignore_index):
+    """Checks, then (N, C) rows with the classes last, the flat target and the weight array.
+
+    scores (N, C) or (N, C, d1, ...) or unbatched (C,); target (N,) / (N, d1, ...) / ().
+    """
+    if scores.ndim < 1:
+        raise ValueError(f"{op}: input must have a class axis, got a 0-d tensor")
+    target = target if isinstance(target, Tensor) else Tensor(target, device=scores.device)
     if not backend.is_integer(target.dtype):
-        raise TypeError(f"nll_loss: target must be an integer tensor, got {target.dtype}")
-    if log_probs.ndim == 1:  # unbatched (C,) with a scalar target
-        log_probs, target = log_probs.unsqueeze(0), target.reshape(1)
-    expected = (log_probs.shape[0],) + log_probs.shape[2:]
+        raise TypeError(f"{op}: target must be an integer tensor of class indices, got {target.dtype}")
+    if target.device != scores.device:
+        raise ValueError(f"{op}: target is on {target.device}, the input on {scores.device}")
+    if scores.ndim == 1:  # unbatched (C,) with a scalar target
+        scores, target = scores.unsqueeze(0), target.reshape(1)
+    expected = (scores.shape[0],) + scores.shape[2:]
     if target.shape != expected:
-        raise ValueError(f"nll_loss: target has shape {target.shape}, expected {expected} for input "
-                         f"of shape {log_probs.shape} (classes on axis 1)")
-    n_classes = log_probs.shape[1]
-    xp = backend.array_namespace(target.data)
-    t = target.data
-    valid = t != ignore_index
-    if t.size and bool(((t[valid] < 0) | (t[valid] >= n_classes)).any()):
-        raise ValueError(f"nll_loss: target values must be in [0, {n_classes}) or ignore_index={ignore_index}")
-    safe = xp.where(valid, t, 0)
-    moved = log_probs if log_probs.ndim == 2 else log_probs.permute(0, *range(2, log_probs.ndim), 1)
-    flat = moved.reshape(-1, n_classes)
-    rows = xp.arange(flat.shape[0])
-    picked = -flat[rows, safe.reshape(-1)].reshape(expected)
-    mask = Tensor._make(valid.astype(log_probs.dtype), None, 0)
-    loss = picked * mask
-    return _reduce(loss, reduction, "nll_loss", weight_sum=mask.sum())
+        raise ValueError(f"{op}: target has shape {target.shape}, expected {expected} for input "
+                         f"of shape {scores.shape} (classes on axis 1)")
+    n_classes, t = scores.shape[1], target._data
+    bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
+    if t.size and bool(bad.any()):
+        where_bad = [backend.to_host(k) for k in bad.nonzero()]
+        position = tuple(int(k[0]) for k in where_bad)
+        raise ValueError(f"{op}: target {int(t[position])} at position {position} is out of range for "
+                         f"{n_classes} classes (expected 0..{n_classes - 1}, or ignore_index={ignore_index}); "
+                         f"{len(where_bad[0])} target(s) out of range")
+    if weight is not None:
+        weight = weight._data if isinstance(weight, Tensor) else backend.new_array(weight, scores.dtype, scores.device)
+        if tuple(weight.shape) != (n_classes,):
+            raise ValueError(f"{op}: weight must have shape ({n_classes},), one per class, got {tuple(weight.shape)}")
+        weight = weight.astype(scores.dtype, copy=False)
+    rows = scores if scores.ndim == 2 else scores.permute(0, *range(2, scores.ndim), 1).reshape(-1, n_classes)
+    return rows, t.reshape(-1), weight, expected
 
 
-def cross_entropy(logits, target, ignore_index=-100, reduction="mean"):
-    """log_softmax over the class axis (1, or 0 for unbatched) then nll_loss, like PyTorch."""
-    return nll_loss(log_softmax(logits, 1 if logits.ndim > 1 else 0), target, ignore_index, reduction)
+def _check_reduction(op, reduction):
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of integer targets, one fused op (ops.NLLLoss).
+
+    log_probs (N, C) or (N, C, d1, ...) or (C,); target (N, d1, ...) of class indices; weight (C,) rescales
+    each class (a constant: it gets no gradient); 'mean' divides by the summed weight of the targets not ignored.
+    """
+    _check_reduction("nll_loss", reduction)
+    rows, t, w, shape = _class_rows("nll_loss", log_probs, target, weight, ignore_index)
+    loss = ops.NLLLoss.apply(rows, t, w, ignore_index=ignore_index, reduction=reduction)
+    return loss.reshape(shape) if reduction == "none" and log_probs.ndim > 1 else \
+        loss.reshape(()) if reduction == "none" else loss
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """log_softmax over the class axis (1, or 0 for unbatched) then NLL, as one fused op (ops.CrossEntropy).
+
+    PyTorch's signature and formula, label smoothing included: with eps = label_smoothing the
+    target distribution is (1 - eps) one_hot + eps / C, and 'mean' divides by the summed weight
+    of the targets that are not ignore_index.
+    """
+    _check_reduction("cross_entropy", reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if not backend.is_floating(input.dtype):
+        raise TypeError(f"cross_entropy: input must be floating-point logits, got {input.dtype}")
+    rows, t, w, shape = _class_rows("cross_entropy", input, target, weight, ignore_index)
+    loss = ops.CrossEntropy.apply(rows, t, w, ignore_index=ignore_index,
+                                   label_smoothing=float(label_smoothing), reduction=reduction)
+    return loss.reshape(shape) if reduction == "none" and input.ndim > 1 else \
+        loss.reshape(()) if reduction == "none" else loss
 
 
 def mse_loss(input, target, reduction="mean"):
@@ -139,17 +180,45 @@ def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
 
 
 def linear(x, weight, bias=None):
-    """x @ weight.T + bias, with PyTorch's (out_features, in_features) weight layout."""
-    if x.shape[-1:] != weight.shape[1:]:
+    """x @ weight.T + bias, with PyTorch's (out_features, in_features) weight layout.
+
+    Leading axes are folded into one: (..., in) is reshaped to 2-D, multiplied once, and
+    reshaped back, so the forward is one matmul and so is the weight's gradient.
+    """
+    if x.ndim == 0 or x.shape[-1:] != weight.shape[1:]:
         raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {weight.shape} "
                          f"(expected input features {weight.shape[1]})")
-    out = x @ weight.T
-    return out + bias if bias is not None else out
+    lead = x.shape[:-1]
+    out = (x.reshape(math.prod(lead), x.shape[-1]) if x.ndim > 2 else x) @ weight.T
+    if bias is not None:
+        out = out + bias
+    return out.reshape(lead + (weight.shape[0],)) if x.ndim > 2 else out
+
+
+def relu(x):
+    return x.relu()
+
+
+def sigmoid(x):
+    return x.sigmoid()
+
+
+def tanh(x):
+    return x.tanh()
+
+
+def gelu(x, approximate="none"):
+    """x * Phi(x) with Phi the standard normal CDF: exact (erf, ops.Erf) or approximate="tanh", as PyTorch."""
+    if approximate == "none":
+        return x * 0.5 * (ops.Erf.apply(x * (1 / math.sqrt(2))) + 1)
+    if approximate == "tanh":
+        return x * 0.5 * (((x * x * x) * 0.044715 + x) * math.sqrt(2 / math.pi)).tanh() + x * 0.5
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
 def embedding(indices, weight, padding_idx=None):
     """Rows of `weight` gathered by integer `indices` (the backward scatter-adds into them)."""
-    idx = indices.data if isinstance(indices, Tensor) else backend.new_array(indices, None, weight.device)
+    idx = indices._data if isinstance(indices, Tensor) else backend.new_array(indices, None, weight.device)
     if not backend.is_integer(idx.dtype):
         raise TypeError(f"embedding: indices must be integers, got {idx.dtype}")
     n = weight.shape[0]

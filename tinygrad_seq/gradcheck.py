@@ -5,7 +5,7 @@ import random
 from . import backend
 from .autograd import enable_grad, no_grad
 from .higher_order import grad
-from .tensor import Tensor
+from ._tensor import Tensor
 
 
 class GradcheckError(AssertionError):
@@ -41,7 +41,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
     with no_grad():
         out = fn(*inputs)
     stream = random.Random(0)
-    weights = [Tensor([stream.uniform(0.5, 1.5) for _ in range(o.size)], dtype=backend.float64,
+    weights = [Tensor([stream.uniform(0.5, 1.5) for _ in range(o.numel())], dtype=backend.float64,
                       device=o.device).reshape(o.shape)
                if isinstance(o, Tensor) and backend.is_floating(o.dtype) else None
                for o in (out if isinstance(out, (tuple, list)) else (out,))]
@@ -107,7 +107,7 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     floating = [k for k, o in enumerate(outs) if isinstance(o, Tensor) and backend.is_floating(o.dtype)]
     if grad_outputs is None:
         stream = random.Random(seed)
-        grad_outputs = [Tensor([stream.gauss(0.0, 1.0) for _ in range(outs[k].size)], dtype=backend.float64,
+        grad_outputs = [Tensor([stream.gauss(0.0, 1.0) for _ in range(outs[k].numel())], dtype=backend.float64,
                                device=outs[k].device).reshape(outs[k].shape) for k in floating]
     else:
         grad_outputs = list(grad_outputs if isinstance(grad_outputs, (tuple, list)) else (grad_outputs,))

@@ -16,7 +16,7 @@ can be called from inside a backward_graph (it keeps no global state).
 """
 from . import autograd
 from .autograd import Edge, LeafEdge, ProductSum, enable_grad, no_grad, pause_gc
-from .tensor import Tensor
+from ._tensor import Tensor
 
 __all__ = ["grad"]
 
@@ -231,7 +231,7 @@ def _grad_outputs(outputs, grad_outputs):
     result = []
     for k, (out, g) in enumerate(zip(outputs, grad_outputs)):
         if g is None:
-            if out.size != 1:
+            if out.numel() != 1:
                 raise RuntimeError(f"grad: output {k} has shape {out.shape}; a gradient can be implicitly "
                                    "created only for outputs with one element, so pass grad_outputs")
             g = Tensor._make(autograd.backend.array_namespace(out.data).ones(out.shape, dtype=out.dtype), None, 0)

@@ -9,9 +9,11 @@ It gets Tensor gradients (None for outputs without one) and rebuilds the inputs 
 outputs it needs as tape Tensors with `ctx.input_tensor(i, array)` and
 `ctx.output_tensor(k, array)`, so second derivatives flow through the saved values.
 """
-from . import autograd
+import math
+
+from . import autograd, backend
 from .autograd import Function, ProductSum
-from .backend import array_namespace, as_array, device_of, is_array, scatter_add, to_device
+from .backend import array_namespace, as_array, device_of, erf, is_array, scatter_add, to_device
 
 
 def _namespace(*values):
@@ -118,8 +120,9 @@ class Maximum(Function):
         return ((a > b) + (a == b) * 0.5).astype(dtype)
 
     def backward(ctx, g):
+        need_a, need_b = ctx.needs_input_grad
         share = ctx.share(g.dtype)
-        return g * share, g * (1 - share)
+        return (g * share if need_a else None), (g * (1 - share) if need_b else None)
 
     def backward_graph(ctx, g):  # the share is piecewise constant
         share = _constant(ctx.share(g.dtype))
@@ -245,6 +248,25 @@ class Sigmoid(Function):
         return g * (out * (1 - out))
 
 
+class Erf(Function):
+    """The error function; d erf(x)/dx = 2/sqrt(pi) exp(-x^2)."""
+    def forward(ctx, a):
+        ctx.a = a
+        return erf(a)
+
+    def backward(ctx, g):
+        a = ctx.a
+        d = _exp_nonpositive(array_namespace(g), -(a * a))
+        d *= g
+        d *= 2 / math.sqrt(math.pi)
+        return d
+
+    def backward_graph(ctx, g):
+        x = ctx.input_tensor(0, ctx.a)
+        floor = EXP_FLOOR.get(ctx.a.dtype.itemsize, -200.0)
+        return g * (-(x * x)).clip(min=floor).exp() * (2 / math.sqrt(math.pi))
+
+
 class Relu(Function):
     def forward(ctx, a):
         ctx.a = a
@@ -305,6 +327,151 @@ class Max(Function):
 
     def backward_graph(ctx, g):  # the share is piecewise constant
         return _expand_back_graph(g, ctx.a.shape, ctx.axis, ctx.keepdims) * _constant(ctx.share(g.dtype))
+
+
+# ---- log-softmax and the losses on it (fused: one node each, forward and backward) ----------
+
+EXP_FLOOR = {2: -8.0, 4: -40.0}  # by itemsize: float16, float32; float64 and wider use -200
+
+
+def _exp_nonpositive(xp, z):
+    """exp(z) for z <= 0, exactly 0 below a floor where it is negligible next to 1 (no underflow; NaN stays)."""
+    floor = z.dtype.type(EXP_FLOOR.get(z.dtype.itemsize, -200.0))
+    e = xp.maximum(z, floor, out=xp.empty_like(z))  # out= keeps 0-d results arrays
+    xp.exp(e, out=e)
+    e *= z > floor  # NaN stays NaN: maximum propagated it, and NaN * 0 is NaN
+    return e
+
+
+def _log_softmax(xp, a, axis):
+    """(log_softmax(a), softmax(a)) along `axis`: no overflow for any magnitude, no cancellation at |a| ~ 1e4."""
+    m = a.max(axis=axis, keepdims=True)
+    z = a - xp.where(xp.isfinite(m), m, m.dtype.type(0))
+    p = _exp_nonpositive(xp, z)
+    total = p.sum(axis=axis, keepdims=True)
+    z -= xp.log(total)
+    p /= total
+    return z, p
+
+
+class LogSoftmax(Function):
+    """log_softmax along `axis`; backward g - softmax * sum(g), with the softmax kept from forward."""
+    def forward(ctx, a, axis):
+        out, ctx.p = _log_softmax(array_namespace(a), a, axis)
+        ctx.axis = axis
+        return out
+
+    def backward(ctx, g):
+        return g - ctx.p * g.sum(axis=ctx.axis, keepdims=True)
+
+    def backward_graph(ctx, g):
+        p = _softmax_on_tape(ctx, ctx.axis)
+        return g - p * g.sum(ctx.axis, keepdims=True)
+
+
+def _softmax_on_tape(ctx, axis):
+    """softmax(input 0) as a tape Tensor, for backward_graph. The input's values are not kept:
+    log(softmax) stands in for them, which softmax cannot tell apart (it ignores a shift per row)."""
+    with backend.ignore_float_errors():  # log(0) = -inf where the softmax underflowed; softmax maps it back to 0
+        return ctx.input_tensor(0, array_namespace(ctx.p).log(ctx.p)).softmax(axis)
+
+
+def _scale_on_tape(ctx, g):
+    """The upstream gradient per row (N,) or as a scalar, divided by the denominator for 'mean'."""
+    return g / _constant(ctx.denominator) if ctx.reduction == "mean" else g
+
+
+def _rows(t):
+    return t.reshape(-1, 1) if t.ndim else t
+
+
+def _reduced(per_row, reduction, denominator):
+    if reduction == "none":
+        return per_row
+    total = per_row.sum()
+    return total / denominator if reduction == "mean" else total
+
+
+class NLLLoss(Function):
+    """-w[t_i] logp[i, t_i] over rows of a (N, C) array of log-probabilities, reduced.
+
+    target (N,) holds class indices (ignore_index rows count for nothing); weight (C,) or None.
+    """
+    def forward(ctx, logp, target, weight, ignore_index, reduction):
+        xp = array_namespace(logp)
+        ctx.rows, ctx.cols, ctx.w_t, ctx.denominator = _pick(xp, logp, target, weight, ignore_index)
+        ctx.shape, ctx.reduction = logp.shape, reduction
+        return _reduced(-logp[ctx.rows, ctx.cols] * ctx.w_t, reduction, ctx.denominator)
+
+    def backward(ctx, g):
+        out = array_namespace(g).zeros(ctx.shape, dtype=g.dtype)
+        scale = g if ctx.reduction == "none" else (g / ctx.denominator if ctx.reduction == "mean" else g)
+        out[ctx.rows, ctx.cols] = -scale * ctx.w_t
+        return out, None, None
+
+    def backward_graph(ctx, g):
+        picked = array_namespace(ctx.w_t).zeros(ctx.shape, dtype=ctx.w_t.dtype)
+        picked[ctx.rows, ctx.cols] = -ctx.w_t
+        return _constant(picked) * _rows(_scale_on_tape(ctx, g)), None, None
+
+
+def _pick(xp, scores, target, weight, ignore_index):
+    """Row and column indices of each row's target, its weight (0 where ignored) and their sum."""
+    valid = target != ignore_index
+    cols = xp.where(valid, target, 0)
+    w_t = valid.astype(scores.dtype) if weight is None else weight[cols] * valid
+    return xp.arange(scores.shape[0]), cols, w_t, w_t.sum()
+
+
+class CrossEntropy(Function):
+    """log_softmax + NLL (+ label smoothing) over rows of (N, C) logits in one node, PyTorch's formula:
+
+    loss_i = (1 - eps) w[t_i] (-logp[i, t_i]) + eps / C * sum_c w_c (-logp[i, c]), ignored rows 0;
+    'mean' divides both parts by the sum of w[t_i] over rows not ignored. The gradient is
+    softmax * (row weight) - the target terms, from the softmax kept by forward.
+    """
+    def forward(ctx, logits, target, weight, ignore_index, label_smoothing, reduction):
+        xp = array_namespace(logits)
+        logp, ctx.p = _log_softmax(xp, logits, 1)
+        rows, cols, w_t, denominator = _pick(xp, logits, target, weight, ignore_index)
+        loss = -logp[rows, cols] * w_t
+        if label_smoothing:
+            valid = (target != ignore_index).astype(logits.dtype)
+            smooth = -(logp.sum(axis=1) if weight is None else logp @ weight) * valid
+            loss = loss * (1 - label_smoothing) + smooth * (label_smoothing / logits.shape[1])
+            ctx.valid = valid
+        ctx.rows, ctx.cols, ctx.w_t, ctx.denominator = rows, cols, w_t, denominator
+        ctx.weight, ctx.label_smoothing, ctx.reduction = weight, label_smoothing, reduction
+        return _reduced(loss, reduction, denominator)
+
+    def backward(ctx, g):
+        eps, C = ctx.label_smoothing, ctx.p.shape[1]
+        scale = g if ctx.reduction == "none" else (g / ctx.denominator if ctx.reduction == "mean" else g)
+        a = scale * ctx.w_t * (1 - eps)  # per row: the weight of the NLL part
+        if eps:
+            b = scale * ctx.valid * (eps / C)  # per row: the weight of the smoothing part
+            total = C if ctx.weight is None else ctx.weight.sum()
+            grad = ctx.p * (a + b * total)[:, None]
+            grad -= b[:, None] if ctx.weight is None else b[:, None] * ctx.weight
+        else:
+            grad = ctx.p * a[:, None]
+        grad[ctx.rows, ctx.cols] -= a
+        return grad, None, None
+
+    def backward_graph(ctx, g):
+        eps, C = ctx.label_smoothing, ctx.p.shape[1]
+        p = _softmax_on_tape(ctx, 1)
+        a = _scale_on_tape(ctx, g) * _constant(ctx.w_t * (1 - eps))
+        onehot = array_namespace(ctx.p).zeros(ctx.p.shape, dtype=ctx.p.dtype)
+        onehot[ctx.rows, ctx.cols] = 1
+        coefficient = a
+        if eps:
+            b = _scale_on_tape(ctx, g) * _constant(ctx.valid * (eps / C))
+            coefficient = a + b * (C if ctx.weight is None else _constant(ctx.weight.sum()))
+        grad = p * coefficient.reshape(-1, 1) - _constant(onehot) * a.reshape(-1, 1)
+        if eps:
+            grad = grad - b.reshape(-1, 1) * (1.0 if ctx.weight is None else _constant(ctx.weight))
+        return grad, None, None
 
 
 # ---- linear algebra ------------------------------------------------------------------
@@ -399,6 +566,17 @@ class Contiguous(Function):
     """A C-contiguous copy (an identity for gradients): hoist it out of time loops."""
     def forward(ctx, a):
         return array_namespace(a).ascontiguousarray(a)
+
+    def backward(ctx, g):
+        return g
+
+    backward_graph = backward
+
+
+class Clone(Function):
+    """A copy that owns its memory (an identity for gradients)."""
+    def forward(ctx, a):
+        return a.copy()
 
     def backward(ctx, g):
         return g

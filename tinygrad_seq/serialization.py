@@ -33,7 +33,7 @@ from collections.abc import Mapping
 import numpy  # host-side file I/O only: the .npy format; computation stays in backend.py
 
 from . import backend
-from .tensor import Tensor
+from ._tensor import Tensor
 
 __all__ = ["save", "load"]
 

@@ -5,9 +5,9 @@ per-sequence work out of the time loop: one matmul projects every time step's in
 once, and the recurrent weight is transposed into a contiguous array once.
 """
 from .. import functional as F
-from ..tensor import full, zeros
+from .._tensor import full, zeros
 from . import init
-from .module import Module, Parameter
+from .module import Module, Parameter, check_input
 
 
 class RNNCellBase(Module):
@@ -40,6 +40,7 @@ class RNNCellBase(Module):
         return self._zeros(batch_size)
 
     def _check(self, x, state):
+        check_input(self, x, self.weight_ih)
         if x.ndim != 2 or x.shape[1] != self.input_size:
             raise ValueError(f"{type(self).__name__}: expected input of shape (batch, {self.input_size}), got {x.shape}")
         for s in (state if isinstance(state, tuple) else (state,)):

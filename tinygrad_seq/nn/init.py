@@ -59,7 +59,7 @@ def kaiming_uniform_(tensor, a=0.0, nonlinearity="leaky_relu"):
 def orthogonal_(tensor, gain=1.0):
     """A (semi-)orthogonal matrix from the QR decomposition of a Gaussian (Saxe et al.)."""
     rows = tensor.shape[0]
-    cols = tensor.size // rows
+    cols = tensor.numel() // rows
     xp = backend.namespace(tensor.device)
     flat = backend.rng(tensor.device).standard_normal((max(rows, cols), min(rows, cols)), dtype=backend.float64)
     q, r = xp.linalg.qr(flat)

@@ -1,10 +1,10 @@
-"""Feed-forward layers: Linear, Embedding, Dropout, LayerNorm, Sequential."""
+"""Feed-forward layers: Linear, Embedding, Dropout, LayerNorm."""
 import math
 
 from .. import functional as F
-from ..tensor import zeros
+from .._tensor import zeros
 from . import init
-from .module import Module, Parameter
+from .module import Module, Parameter, check_input
 
 
 def _empty(*shape, dtype=None, device=None):
@@ -24,6 +24,7 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
+        check_input(self, x, self.weight)
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
@@ -76,6 +77,7 @@ class LayerNorm(Module):
         self.bias = _empty(*shape, dtype=dtype, device=device) if elementwise_affine else None
 
     def forward(self, x):
+        check_input(self, x, self.weight)
         n = len(self.normalized_shape)
         if x.shape[x.ndim - n:] != self.normalized_shape:
             raise ValueError(f"LayerNorm: input of shape {x.shape} does not end in {self.normalized_shape}")
@@ -86,25 +88,3 @@ class LayerNorm(Module):
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}"
-
-
-class Sequential(Module):
-    """Apply modules in order: Sequential(a, b, c)(x) == c(b(a(x)))."""
-
-    def __init__(self, *modules):
-        self.layers = list(modules)
-
-    def _members(self):  # PyTorch names the children 0, 1, 2, ...
-        for i, m in enumerate(self.layers):
-            yield str(i), m
-
-    def forward(self, x):
-        for m in self.layers:
-            x = m(x)
-        return x
-
-    def __getitem__(self, i):
-        return self.layers[i]
-
-    def __len__(self):
-        return len(self.layers)

@@ -1,10 +1,21 @@
 """Module and Parameter: parameters found by walking attributes, PyTorch's state_dict names."""
 from collections import namedtuple
+from collections.abc import Mapping
 
 from .. import backend
-from ..tensor import Tensor
+from .._tensor import Tensor
 
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
+
+
+def check_input(layer, x, weight):
+    """Refuse an input whose dtype or device differs from the layer's parameters, naming both and the fix."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{type(layer).__name__}: input must be a Tensor, got {type(x).__name__}")
+    if weight is not None and (x.dtype != weight.dtype or x.device != weight.device):
+        raise ValueError(f"{type(layer).__name__}: input is {x.dtype} on {x.device} but the parameters are "
+                         f"{weight.dtype} on {weight.device}; convert one with .to() (x.to(dtype=...) or "
+                         "layer.to(...))")
 
 
 class Parameter(Tensor):
@@ -66,15 +77,15 @@ class Module:
     def modules(self):
         return (m for _, m in self.named_modules())
 
-    def named_parameters(self, prefix="", recurse=True):
-        """(dotted name, Parameter) pairs in definition order, each parameter once."""
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+        """(dotted name, Parameter) pairs in definition order; a shared one once unless remove_duplicate=False."""
         seen = set()
         for name, value in self._members():
             full = f"{prefix}.{name}" if prefix else name
             items = [(full, value)] if isinstance(value, Parameter) else \
-                (value.named_parameters(full) if recurse else [])
+                (value.named_parameters(full, remove_duplicate=remove_duplicate) if recurse else [])
             for n, p in items:
-                if id(p) not in seen:
+                if not remove_duplicate or id(p) not in seen:
                     seen.add(id(p))
                     yield n, p
 
@@ -89,30 +100,39 @@ class Module:
             self._buffer_names.append(name)
         setattr(self, name, tensor)
 
-    def named_buffers(self, prefix=""):
+    def named_buffers(self, prefix="", remove_duplicate=True):
         for name in self._buffer_names:
             if getattr(self, name) is not None:
                 yield (f"{prefix}.{name}" if prefix else name), getattr(self, name)
-        for name, child in self.named_children():
-            yield from child.named_buffers(f"{prefix}.{name}" if prefix else name)
+        children = self.named_children() if remove_duplicate else \
+            ((n, m) for n, m in self._members() if isinstance(m, Module))
+        for name, child in children:
+            yield from child.named_buffers(f"{prefix}.{name}" if prefix else name, remove_duplicate)
 
-    def _tensors(self):
-        yield from self.named_parameters()
-        yield from self.named_buffers()
+    def _tensors(self, remove_duplicate=True):
+        yield from self.named_parameters(remove_duplicate=remove_duplicate)
+        yield from self.named_buffers(remove_duplicate=remove_duplicate)
 
     # ---- state -----------------------------------------------------------------------
     def state_dict(self):
-        """{dotted name: NumPy array copy} of parameters and buffers, PyTorch's key names."""
-        return {name: backend.to_host(t.data).copy() for name, t in self._tensors()}
+        """{dotted name: NumPy array copy} of parameters and buffers, PyTorch's key names (a tied
+        parameter under every name it has, as PyTorch lists it)."""
+        return {name: backend.to_host(t._data).copy() for name, t in self._tensors(remove_duplicate=False)}
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters in place (cast to each parameter's dtype).
 
-        strict=True raises on missing or unexpected keys; shape mismatches always raise.
+        strict=True raises on missing or unexpected keys; shape mismatches always raise. A tied
+        parameter is loaded from any of its names (PyTorch's state dicts list them all).
         Returns (missing_keys, unexpected_keys).
         """
-        own = dict(self._tensors())
-        missing = [k for k in own if k not in state_dict]
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"load_state_dict: expected a mapping of names to arrays, got {type(state_dict).__name__}"
+                            + ("; read the file first: model.load_state_dict(tg.load(path))"
+                               if isinstance(state_dict, (str, bytes)) or hasattr(state_dict, "__fspath__") else ""))
+        own = dict(self._tensors(remove_duplicate=False))
+        present = {id(t) for k, t in own.items() if k in state_dict}
+        missing = [k for k, t in own.items() if id(t) not in present]
         unexpected = [k for k in state_dict if k not in own]
         problems = []
         if strict and missing:
@@ -137,8 +157,8 @@ class Module:
         for name, target in own.items():
             if name in state_dict:
                 value = state_dict[name]
-                value = value.data if isinstance(value, Tensor) else value
-                target.data = backend.new_array(value, target.dtype, target.device)
+                value = value._data if isinstance(value, Tensor) else value
+                target._data = backend.new_array(value, target.dtype, target.device)
         return LoadResult(missing, unexpected)
 
     # ---- modes, devices, dtypes ------------------------------------------------------
@@ -156,9 +176,9 @@ class Module:
                 data = backend.to_device(data, device)
             return data.astype(dtype) if dtype is not None and backend.is_floating(data.dtype) else data
         for _, t in self._tensors():
-            t.data = convert(t.data)
+            t._data = convert(t._data)
             if t.grad is not None:
-                t.grad.data = convert(t.grad.data)
+                t.grad._data = convert(t.grad._data)
         return self
 
     def to(self, device=None, dtype=None):

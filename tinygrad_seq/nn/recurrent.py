@@ -10,7 +10,7 @@ import functools
 
 from .. import backend, capture as _capture
 from .. import functional as F
-from ..tensor import Tensor, cat, stack, where, zeros
+from .._tensor import Tensor, cat, stack, where, zeros
 from . import init
 from .cells import GRUCell, LSTMCell, RNNCell
 from .module import Module, Parameter
@@ -224,6 +224,9 @@ class RNNBase(Module):
 
     def forward(self, x, hx=None, lengths=None):
         return self.run_cells(self.cells(), x, hx, lengths)
+
+    def flatten_parameters(self):
+        """A no-op kept for PyTorch code: there is no fused cuDNN weight buffer to compact here."""
 
     def run_cells(self, layers, x, hx=None, lengths=None):
         """forward() with the given per-layer (forward, reverse) cells, e.g. wrapped ones from cells()."""

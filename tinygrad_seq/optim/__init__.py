@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from .. import backend
 from ..autograd import enable_grad
-from ..tensor import Tensor
+from .._tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "lr_scheduler"]
 

@@ -1,4 +1,5 @@
 """Tensor: an array on a device, its gradient, and the node of the tape that made it."""
+import collections
 import operator
 
 from . import autograd, backend, ops
@@ -63,15 +64,15 @@ class Tensor:
     nested list, NumPy/CuPy array or Tensor). Floats default to float32, float64 arrays
     stay float64, integers stay integers.
     """
-    __slots__ = ("data", "grad", "_requires_grad", "_node", "_index", "_hooks", "__weakref__")
+    __slots__ = ("_data", "grad", "_requires_grad", "_node", "_index", "_hooks", "__weakref__")
     __array_priority__ = 1000  # so ndarray (op) Tensor defers to Tensor's reflected operators
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
         if isinstance(data, Tensor):
-            data = data.data
+            data = data._data
         if device is None:
             device = backend.device_of(data) if backend.is_array(data) else "cpu"
-        self.data = backend.new_array(data, None if dtype is None else backend.dtype(dtype),
+        self._data = backend.new_array(data, None if dtype is None else backend.dtype(dtype),
                                       backend.parse_device(device))
         self.grad = None
         self._node, self._index, self._hooks = None, 0, None
@@ -83,7 +84,7 @@ class Tensor:
     @classmethod
     def _make(cls, data, node, index):
         t = cls.__new__(cls)
-        t.data, t.grad, t._node, t._index, t._hooks = data, None, node, index, None
+        t._data, t.grad, t._node, t._index, t._hooks = data, None, node, index, None
         t._requires_grad = node is not None
         if autograd._recorder is not None:  # born inside a time step being captured
             autograd._recorder.append(t)
@@ -97,8 +98,8 @@ class Tensor:
 
     @requires_grad.setter
     def requires_grad(self, value):
-        if value and not backend.is_floating(self.data.dtype):
-            raise TypeError(f"only floating-point tensors can require grad, this one is {self.data.dtype}")
+        if value and not backend.is_floating(self._data.dtype):
+            raise TypeError(f"only floating-point tensors can require grad, this one is {self._data.dtype}")
         if not value and self._node is not None:
             raise RuntimeError("requires_grad can only be switched off on a leaf tensor; use .detach()")
         self._requires_grad = bool(value)
@@ -107,21 +108,38 @@ class Tensor:
         self.requires_grad = value
         return self
 
-    shape = property(lambda self: self.data.shape, doc="The shape, a tuple of ints.")
-    ndim = property(lambda self: self.data.ndim, doc="The number of dimensions.")
-    dtype = property(lambda self: self.data.dtype, doc="The element type (a NumPy dtype).")
-    size = property(lambda self: self.data.size, doc="The number of elements.")
-    device = property(lambda self: backend.device_of(self.data), doc='"cpu" or "cuda:N".')
+    @property
+    def data(self):
+        """The backend array (NumPy or CuPy) holding the values; not recorded on the tape."""
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._data = _as_data(value, self)
+
+    shape = property(lambda self: self._data.shape, doc="The shape, a tuple of ints.")
+    ndim = property(lambda self: self._data.ndim, doc="The number of dimensions.")
+    dtype = property(lambda self: self._data.dtype, doc="The element type (a NumPy dtype).")
+    device = property(lambda self: backend.device_of(self._data), doc='"cpu" or "cuda:N".')
     is_leaf = property(lambda self: self._node is None, doc="True unless an op recorded on the tape made it.")
     grad_fn = property(lambda self: self._node, doc="The Function node that made this tensor (None for leaves).")
 
+    def size(self, dim=None):
+        """The shape as a tuple, or the length of axis `dim` (PyTorch's size(); the element count is numel())."""
+        return self._data.shape if dim is None else self._data.shape[_axis("size", dim, self.ndim)]
+
+    def dim(self):
+        """The number of dimensions (PyTorch's name for ndim)."""
+        return self._data.ndim
+
     def numel(self):
-        return self.data.size
+        """The number of elements."""
+        return self._data.size
 
     def __len__(self):
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        return self.data.shape[0]
+        return self._data.shape[0]
 
     def __repr__(self):
         extra = f", grad_fn={self._node!r}" if self._node is not None else \
@@ -136,11 +154,11 @@ class Tensor:
         """A NumPy copy (or view, on the CPU) of the data, detached from the tape."""
         if autograd._recorder is not None:  # a captured time step reads a value: it must run eagerly
             autograd._recorder.append(autograd.HOST_READ)
-        return backend.to_host(self.data)
+        return backend.to_host(self._data)
 
     def item(self):
         """The single element as a Python number."""
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise ValueError(f"item: only a tensor with one element can be converted, this one has shape {self.shape}")
         return self.numpy().item()
 
@@ -155,7 +173,7 @@ class Tensor:
         return int(self.item())
 
     def __bool__(self):
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise ValueError(f"the truth value of a tensor with shape {self.shape} is ambiguous")
         return bool(self.item())
 
@@ -173,13 +191,13 @@ class Tensor:
                                "(did you forget requires_grad=True, or run inside no_grad()?)")
         original = None
         if grad is None:
-            if self.data.size != 1:
+            if self._data.size != 1:
                 raise RuntimeError(f"backward: grad can be implicitly created only for a tensor with one "
                                    f"element; this one has shape {self.shape}, so pass grad=")
-            grad = backend.array_namespace(self.data).ones(self.shape, dtype=self.dtype)
+            grad = backend.array_namespace(self._data).ones(self.shape, dtype=self.dtype)
         else:
             original = grad
-            grad = grad.data if isinstance(grad, Tensor) else backend.new_array(grad, self.dtype, self.device)
+            grad = grad._data if isinstance(grad, Tensor) else backend.new_array(grad, self.dtype, self.device)
             if grad.shape != self.shape:
                 raise ValueError(f"backward: grad has shape {grad.shape}, expected {self.shape}")
             if backend.device_of(grad) != self.device:
@@ -188,14 +206,14 @@ class Tensor:
                 grad = grad.astype(self.dtype)
         if create_graph:
             from . import higher_order
-            on_tape = isinstance(original, Tensor) and original.data is grad  # keep a grad that requires grad
+            on_tape = isinstance(original, Tensor) and original._data is grad  # keep a grad that requires grad
             higher_order.backward(self, original if on_tape else Tensor._make(grad, None, 0))
             return
         autograd.backward(self, grad, bool(retain_graph))
 
     def detach(self):
         """The same data, cut from the tape (shares memory)."""
-        return Tensor._make(self.data, None, 0)
+        return Tensor._make(self._data, None, 0)
 
     def retain_grad(self):
         """Keep .grad on this non-leaf tensor after backward (leaves always keep it)."""
@@ -214,12 +232,22 @@ class Tensor:
 
     # ---- devices and dtypes ----------------------------------------------------------
     def to(self, device=None, dtype=None):
-        """This tensor on another device and/or dtype (differentiable; self if nothing changes)."""
+        """This tensor on another device and/or dtype; also to(dtype) and to(other_tensor), as in PyTorch.
+
+        Differentiable between float dtypes; a result that is not floating has no gradient. Self if nothing changes.
+        """
+        if isinstance(device, Tensor):
+            device, dtype = device.device, device.dtype
+        elif device is not None and not isinstance(device, str):
+            device, dtype = None, device  # to(tg.float64)
         out = self
         if device is not None and backend.parse_device(device) != self.device:
             out = ops.Transfer.apply(out, device=backend.parse_device(device))
         if dtype is not None and backend.dtype(dtype) != out.dtype:
-            out = ops.Cast.apply(out, dtype=backend.dtype(dtype))
+            if backend.is_floating(dtype):
+                out = ops.Cast.apply(out, dtype=backend.dtype(dtype))
+            else:
+                out = Tensor._make(out._data.astype(backend.dtype(dtype)), None, 0)
         return out
 
     def cpu(self):
@@ -243,7 +271,159 @@ class Tensor:
         return self.to(dtype=backend.float64)
 
     def long(self):
+        """This tensor as int64 (no gradient)."""
         return self.to(dtype=backend.int64)
+
+    def int(self):
+        """This tensor as int32 (no gradient)."""
+        return self.to(dtype=backend.int32)
+
+    def half(self):
+        """This tensor as float16."""
+        return self.to(dtype=backend.float16)
+
+    def type(self, dtype=None):
+        """With no argument the dtype's name; else this tensor converted to `dtype`."""
+        return str(self.dtype) if dtype is None else self.to(dtype=dtype)
+
+    def type_as(self, other):
+        return self.to(dtype=other.dtype)
+
+    def clone(self):
+        """A copy that owns its memory (differentiable: the gradient passes straight through)."""
+        return ops.Clone.apply(self)
+
+    # ---- new tensors like this one ---------------------------------------------------
+    def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
+        """A tensor copied from `data`, with this tensor's dtype and device unless told otherwise."""
+        return Tensor(data, requires_grad, dtype or self.dtype, device or self.device)
+
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
+        return zeros(*size, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad)
+
+    def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
+        return ones(*size, dtype=dtype or self.dtype, device=device or self.device, requires_grad=requires_grad)
+
+    def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
+        return full(size, fill_value, dtype=dtype or self.dtype, device=device or self.device,
+                    requires_grad=requires_grad)
+
+    # ---- in place --------------------------------------------------------------------
+    def _inplace(self, op, others, compute, write):
+        """The one way in-place ops change a tensor.
+
+        Recorded (grad mode on and self or an operand requires grad): `compute()` builds the
+        result out of place on the tape and self is rebound to it, as PyTorch rebases the graph;
+        a leaf that requires grad refuses. Otherwise `write(array)` changes self's memory, which
+        views and detach()ed copies share, and autograd.mark_modified makes any tape node that
+        saved that memory refuse to run backward.
+        """
+        if autograd._recorder is not None:  # a time step being captured writes in place: it must run eagerly
+            autograd._recorder.append(autograd.HOST_READ)
+        if autograd._grad_enabled and (self._requires_grad or any(isinstance(o, Tensor) and o._requires_grad
+                                                                   for o in others)):
+            if self._node is None and self._requires_grad:
+                raise RuntimeError(f"{op}: a leaf tensor that requires grad is being used in an in-place "
+                                   "operation; update parameters inside `with tg.no_grad():` (or through ._data)")
+            out = compute()
+            if out.shape != self.shape:
+                raise ValueError(f"{op}: the result has shape {out.shape}, which does not fit the tensor's "
+                                 f"shape {self.shape}")
+            out = out.to(dtype=self.dtype)
+            self._data, self._node, self._index, self._requires_grad = out._data, out._node, out._index, True
+            return self
+        try:
+            write(self._data)
+        except (ValueError, TypeError) as e:
+            hint = "; tensors made by expand are read-only views: .clone() them first" if "read-only" in str(e) else ""
+            raise (TypeError if isinstance(e, TypeError) else ValueError)(
+                f"{op}: {e} (tensor of shape {self.shape} and dtype {self.dtype}{hint})") from None
+        autograd.mark_modified(self._data)
+        return self
+
+    def _array_operand(self, other, op):
+        other = _operand(other, self, op)
+        if isinstance(other, Tensor):
+            _same_device(op, self, other)
+            return other._data
+        return other
+
+    def add_(self, other, *, alpha=1):
+        """self += alpha * other, in place."""
+        return self._inplace("add_", (other,), lambda: self + (other if alpha == 1 else other * alpha),
+                             lambda a: operator.iadd(a, self._scaled(other, alpha, "add_")))
+
+    def sub_(self, other, *, alpha=1):
+        """self -= alpha * other, in place."""
+        return self._inplace("sub_", (other,), lambda: self - (other if alpha == 1 else other * alpha),
+                             lambda a: operator.isub(a, self._scaled(other, alpha, "sub_")))
+
+    def _scaled(self, other, alpha, op):
+        other = self._array_operand(other, op)
+        return other if alpha == 1 else other * alpha
+
+    def mul_(self, other):
+        """self *= other, in place."""
+        return self._inplace("mul_", (other,), lambda: self * other,
+                             lambda a: operator.imul(a, self._array_operand(other, "mul_")))
+
+    def div_(self, other):
+        """self /= other, in place."""
+        return self._inplace("div_", (other,), lambda: self / other,
+                             lambda a: operator.itruediv(a, self._array_operand(other, "div_")))
+
+    def clamp_(self, min=None, max=None):
+        """Clamp to [min, max] in place."""
+        return self._inplace("clamp_", (min, max), lambda: self.clip(min, max),
+                             lambda a: a.clip(self._array_operand(min, "clamp_") if min is not None else None,
+                                              self._array_operand(max, "clamp_") if max is not None else None, out=a))
+
+    clip_ = clamp_
+
+    def fill_(self, value):
+        """Set every element to `value` (a number or a one-element tensor), in place."""
+        value = value.item() if isinstance(value, Tensor) else value
+        return self._inplace("fill_", (), lambda: self.masked_fill(True, value), lambda a: a.fill(value))
+
+    def zero_(self):
+        """Set every element to 0, in place."""
+        return self.fill_(0)
+
+    def copy_(self, src):
+        """Copy `src` (broadcast to this shape, converted to this dtype and device) into this tensor."""
+        src = src if isinstance(src, Tensor) else Tensor(src, dtype=self.dtype, device=self.device)
+
+        def write(a):
+            a[...] = backend.to_device(src._data, self.device)
+        return self._inplace("copy_", (src,), lambda: src.to(self.device, self.dtype).expand(self.shape).clone(), write)
+
+    def masked_fill_(self, mask, value):
+        """Set the elements where `mask` is true to `value`, in place."""
+        m = self._mask("masked_fill_", mask)
+        return self._inplace("masked_fill_", (value,), lambda: self.masked_fill(mask, value),
+                             lambda a: backend.array_namespace(a).copyto(a, self._array_operand(value, "masked_fill_"),
+                                                                         where=m))
+
+    def detach_(self):
+        """Cut this tensor from the tape, in place."""
+        self._node, self._index, self._requires_grad = None, 0, False
+        return self
+
+    def _mask(self, op, mask):
+        m = mask._data if isinstance(mask, Tensor) else backend.new_array(mask, backend.bool_, self.device)
+        if m.dtype != backend.bool_:
+            raise TypeError(f"{op}: mask must be boolean, got {m.dtype}")
+        if backend.device_of(m) != self.device:
+            raise ValueError(f"{op}: mask is on {backend.device_of(m)}, the tensor on {self.device}")
+        return m
+
+    def masked_fill(self, mask, value):
+        """A copy with the elements where `mask` (boolean, broadcast to this shape) is true set to `value`."""
+        m = self._mask("masked_fill", mask)
+        out = ops.Where.apply(m, _operand(value, self, "masked_fill"), self)
+        if out.shape != self.shape:
+            raise ValueError(f"masked_fill: mask of shape {m.shape} does not broadcast to the shape {self.shape}")
+        return out if out.dtype == self.dtype else out.to(dtype=self.dtype)
 
     # ---- arithmetic ------------------------------------------------------------------
     def __add__(self, other): return ops.Add.apply(self, _operand(other, self, "add"))
@@ -265,7 +445,7 @@ class Tensor:
         other = _operand(other, self, name.strip("_"))
         if isinstance(other, Tensor):
             _same_device(name, self, other)
-            other = other.data
+            other = other._data
         with autograd.no_grad():  # an op, so that a captured time step replays it; no gradient
             return ops.Compare.apply(self, other, name=name)
 
@@ -304,7 +484,7 @@ class Tensor:
 
     def abs(self):
         """Elementwise |x| (gradient sign(x), +1 at 0)."""
-        return ops.Where.apply(self.data >= 0, self, ops.Neg.apply(self))
+        return ops.Where.apply(self._data >= 0, self, ops.Neg.apply(self))
 
     def clip(self, min=None, max=None):
         """Elementwise clamp to [min, max] (either may be None); also called clamp."""
@@ -312,6 +492,51 @@ class Tensor:
         return out if max is None else ops.Minimum.apply(out, max)
 
     clamp = clip
+
+    # ---- indices ---------------------------------------------------------------------
+    def argmax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Index of the maximum along `dim` (of the flattened tensor when None); no gradient."""
+        return self._arg("argmax", dim if axis is None else axis, keepdim or bool(keepdims))
+
+    def argmin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Index of the minimum along `dim` (of the flattened tensor when None); no gradient."""
+        return self._arg("argmin", dim if axis is None else axis, keepdim or bool(keepdims))
+
+    def _arg(self, op, dim, keepdim):
+        a = None if dim is None else _axis(op, dim, max(self.ndim, 1))
+        _check_nonempty(op, self, None if a is None else (a,) if self.ndim else ())
+        data = self._data if self.ndim else self._data.reshape(1)
+        out = getattr(data, op)(axis=a)
+        if keepdim:
+            out = backend.as_array(out, self.device).reshape(
+                [1] * self.ndim if a is None else [1 if k == a else n for k, n in enumerate(self.shape)])
+        return Tensor._make(backend.as_array(out, self.device).astype(backend.int64), None, 0)
+
+    def gather(self, dim, index):
+        """torch.gather: out[i][j] = self[index[i][j]][j] for dim 0 (and so on); the backward scatter-adds."""
+        a = _axis("gather", dim, self.ndim)
+        idx = index._data if isinstance(index, Tensor) else backend.new_array(index, None, self.device)
+        if not backend.is_integer(idx.dtype) or idx.ndim != self.ndim:
+            raise ValueError(f"gather: index must be an integer tensor with {self.ndim} dimensions, "
+                             f"got {idx.dtype} with shape {tuple(idx.shape)}")
+        xp = backend.array_namespace(idx)
+        grid = [xp.arange(n).reshape([n if k == j else 1 for k in range(idx.ndim)]) for j, n in enumerate(idx.shape)]
+        grid[a] = idx
+        return ops.GetItem.apply(self, index=tuple(grid), advanced=True)
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        """The k largest (or smallest) elements along `dim` and their indices, as (values, indices).
+
+        Values are gathered by the indices, so their gradient goes to the chosen elements; equal
+        elements keep their order (stable sort).
+        """
+        a = _axis("topk", dim, self.ndim)
+        k = _int("topk", k, "k")
+        if not 0 <= k <= self.shape[a]:
+            raise ValueError(f"topk: k={k} is out of range for axis {a} of size {self.shape[a]}")
+        order = (-self._data if largest else self._data).argsort(axis=a, kind="stable")
+        indices = order[(slice(None),) * a + (slice(0, k),)]
+        return ValuesIndices(self.gather(a, indices), Tensor._make(indices.astype(backend.int64), None, 0))
 
     # ---- reductions ------------------------------------------------------------------
     def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
@@ -322,23 +547,45 @@ class Tensor:
     def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
         """Mean over `axis` (int, tuple or None for all); `dim`/`keepdim` are PyTorch's names."""
         axes = _axes("mean", axis, self.ndim, dim)
-        count = self.size if axes is None else _prod(self.shape[a] for a in axes)
+        count = self._data.size if axes is None else _prod(self.shape[a] for a in axes)
         scale = 1.0 / count if count else float("nan")  # the mean of no elements is NaN, as in NumPy
         return ops.Sum.apply(self, axis=axes, keepdims=bool(keepdims or keepdim)) * scale
 
-    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """Maximum over `axis` (values only, like amax; tied maxima share the gradient)."""
-        axes = _axes("max", axis, self.ndim, dim)
-        _check_nonempty("max", self, axes)
+    def max(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """As PyTorch: max() is the largest element; max(dim) is (values, indices) along `dim`;
+        max(other_tensor) is the elementwise maximum. For values over several axes use amax."""
+        if isinstance(dim, Tensor):
+            return maximum(self, dim)
+        return self._extreme("max", self.amax, self.argmax, dim if axis is None else axis, keepdim or bool(keepdims))
+
+    def min(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """As PyTorch: min() is the smallest element; min(dim) is (values, indices) along `dim`;
+        min(other_tensor) is the elementwise minimum. For values over several axes use amin."""
+        if isinstance(dim, Tensor):
+            return minimum(self, dim)
+        return self._extreme("min", self.amin, self.argmin, dim if axis is None else axis, keepdim or bool(keepdims))
+
+    def _extreme(self, op, values, indices, dim, keepdim):
+        if dim is None:
+            return values(None, keepdim)
+        if isinstance(dim, (tuple, list)):
+            raise TypeError(f"{op}: dim must be an int (max(dim) returns values and indices); for the {op} over "
+                            f"several axes use a{op}({tuple(dim)})")
+        return ValuesIndices(values(dim, keepdim), indices(dim, keepdim))
+
+    def amax(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Maximum over `axis` (int, tuple or None for all); tied maxima share the gradient."""
+        axes = _axes("amax", axis, self.ndim, dim)
+        _check_nonempty("amax", self, axes)
         return ops.Max.apply(self, axis=axes, keepdims=bool(keepdims or keepdim))
 
-    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """Minimum over `axis` (values only, like amin; tied minima share the gradient)."""
-        axes, keepdims = _axes("min", axis, self.ndim, dim), bool(keepdims or keepdim)
-        _check_nonempty("min", self, axes)
+    def amin(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Minimum over `axis` (int, tuple or None for all); tied minima share the gradient."""
+        axes, keepdims = _axes("amin", axis, self.ndim, dim), bool(keepdims or keepdim)
+        _check_nonempty("amin", self, axes)
         if backend.is_floating(self.dtype):
-            return -((-self).max(axes, keepdims))
-        out = self.data.min(axis=axes, keepdims=keepdims)  # bool/int: no gradient; -x fails (bool) or wraps (int)
+            return -((-self).amax(axes, keepdims))
+        out = self._data.min(axis=axes, keepdims=keepdims)  # bool/int: no gradient; -x fails (bool) or wraps (int)
         return Tensor._make(backend.as_array(out, self.device), None, 0)
 
     def logsumexp(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
@@ -364,11 +611,34 @@ class Tensor:
             return self
         known = _prod(n for n in shape if n != -1)
         if shape.count(-1) > 1 or any(n < -1 for n in shape) or \
-                (-1 in shape and (known == 0 or self.size % known)) or (-1 not in shape and known != self.size):
-            raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} ({self.size} elements) into {shape}")
+                (-1 in shape and (known == 0 or self.numel() % known)) or (-1 not in shape and known != self.numel()):
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} ({self.numel()} elements) "
+                             f"into {shape}")
         return ops.Reshape.apply(self, shape=shape)
 
     view = reshape
+
+    def view_as(self, other):
+        return self.reshape(other.shape)
+
+    def expand_as(self, other):
+        return self.expand(other.shape)
+
+    def t(self):
+        """The transpose of a tensor with at most 2 dimensions (as torch.t)."""
+        if self.ndim > 2:
+            raise ValueError(f"t: expects a tensor with at most 2 dimensions, got shape {self.shape}; "
+                             "use transpose(a, b)")
+        return self.T if self.ndim == 2 else self
+
+    def narrow(self, dim, start, length):
+        """The `length` elements from `start` along `dim` (a view, as torch.narrow)."""
+        a = _axis("narrow", dim, self.ndim)
+        n, start, length = self.shape[a], _int("narrow", start, "start"), _int("narrow", length, "length")
+        start = start + n if -n <= start < 0 else start
+        if not (0 <= start <= n and 0 <= length <= n - start):
+            raise ValueError(f"narrow: start {start} and length {length} do not fit axis {a} of size {n}")
+        return self[(slice(None),) * a + (slice(start, start + length),)]
 
     def flatten(self, start_dim=0, end_dim=-1):
         if self.ndim == 0:
@@ -469,6 +739,9 @@ class Tensor:
 
 autograd.Tensor = Tensor  # the engine wraps arrays in Tensors without importing this module
 
+ValuesIndices = collections.namedtuple("ValuesIndices", ["values", "indices"])
+ValuesIndices.__doc__ = "(values, indices), what max(dim), min(dim) and topk return (PyTorch's return_types)."
+
 
 def _prod(values):
     out = 1
@@ -480,8 +753,27 @@ def _prod(values):
 def _check_nonempty(op, tensor, axes):
     """max/min have no identity: reducing over an axis of length 0 is an error (as in NumPy)."""
     if any(tensor.shape[a] == 0 for a in (range(tensor.ndim) if axes is None else axes)) or \
-            (axes is None and tensor.size == 0):
+            (axes is None and tensor.numel() == 0):
         raise ValueError(f"{op}: cannot reduce over an axis of length 0 (shape {tensor.shape}, axis {axes})")
+
+
+def _as_data(value, tensor):
+    """What `tensor._data = value` stores: a Tensor's array, or an array on the tensor's device."""
+    if isinstance(value, Tensor):
+        value = value._data
+    elif not backend.is_array(value) and getattr(value, "ndim", None) == 0 and hasattr(value, "dtype") \
+            and tensor.device == "cpu":
+        value = backend.as_array(value)  # NumPy's 0-d results come back as NumPy scalars
+    if not backend.is_array(value):
+        raise TypeError(f"._data must be an array of the tensor's device ({tensor.device}) or a Tensor, got "
+                        f"{type(value).__name__}; to change the values in place use `t._data[...] = ...` "
+                        "or `with no_grad(): t.copy_(...)`")
+    if backend.device_of(value) != tensor.device:
+        raise ValueError(f"._data: the array is on {backend.device_of(value)} but the tensor on {tensor.device}; "
+                         "move the tensor with .to(device) (or Module.to) instead")
+    if tensor._requires_grad and not backend.is_floating(value.dtype):
+        raise TypeError(f"._data: a tensor that requires grad must hold floats, got an array of {value.dtype}")
+    return value
 
 
 def _same_device(op, a, b):
@@ -511,7 +803,7 @@ def _index(index, tensor):
     for p in parts:
         if isinstance(p, Tensor):
             _same_device("getitem", tensor, p)
-            p = p.data
+            p = p._data
         elif isinstance(p, list):
             p = backend.new_array(p, None, tensor.device)
             if p.size == 0:  # [] and [[]] index nothing (NumPy's empty integer index); not float arrays
@@ -577,6 +869,20 @@ def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=Fals
     return _creation(lambda xp, s, dt, dev: xp.arange(start, stop, step, dtype=dt), (), dtype, device, requires_grad)
 
 
+def tensor(data, dtype=None, device=None, requires_grad=False):
+    """A new tensor copied from `data` (PyTorch's torch.tensor)."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+def from_numpy(array):
+    """A CPU tensor that shares memory with the NumPy array `array` (its dtype is kept)."""
+    if not isinstance(array, backend.ndarray):
+        raise TypeError(f"from_numpy: expected a NumPy array, got {type(array).__name__}")
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"from_numpy: cannot make a tensor from an array of dtype {array.dtype}")
+    return Tensor._make(array, None, 0)
+
+
 def zeros_like(t, dtype=None, device=None, requires_grad=False):
     """Zeros with t's shape, dtype and device (unless given)."""
     return zeros(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
@@ -621,7 +927,7 @@ def where(condition, a, b):
     like = a if isinstance(a, Tensor) else b
     if isinstance(condition, Tensor):
         _same_device("where", like, condition) if isinstance(like, Tensor) else None
-        condition = condition.data
+        condition = condition._data
     elif not backend.is_array(condition):
         condition = backend.new_array(condition, backend.bool_, like.device if isinstance(like, Tensor) else "cpu")
     if condition.dtype != backend.bool_:

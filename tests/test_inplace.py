@@ -1,0 +1,145 @@
+"""In-place ops: values, aliasing, and the version check that keeps them from corrupting gradients."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import tinygrad_seq as tg
+from tinygrad_seq import Tensor
+
+FLOATS = hnp.arrays(np.float64, hnp.array_shapes(min_dims=0, max_dims=3, max_side=4),
+                    elements=st.floats(-3, 3).filter(lambda v: abs(v) > 0.1))
+
+IN_PLACE = {  # method call, NumPy reference
+    "add_": (lambda t, o: t.add_(o), lambda x, o: x + o),
+    "add_ alpha": (lambda t, o: t.add_(o, alpha=-0.5), lambda x, o: x - 0.5 * o),
+    "sub_": (lambda t, o: t.sub_(o), lambda x, o: x - o),
+    "sub_ alpha": (lambda t, o: t.sub_(o, alpha=2), lambda x, o: x - 2 * o),
+    "mul_": (lambda t, o: t.mul_(o), lambda x, o: x * o),
+    "div_": (lambda t, o: t.div_(o), lambda x, o: x / o),
+    "clamp_": (lambda t, o: t.clamp_(-1.0, 0.5), lambda x, o: np.clip(x, -1.0, 0.5)),
+    "clamp_ min": (lambda t, o: t.clamp_(min=0.0), lambda x, o: np.maximum(x, 0.0)),
+    "fill_": (lambda t, o: t.fill_(2.5), lambda x, o: np.full_like(x, 2.5)),
+    "zero_": (lambda t, o: t.zero_(), lambda x, o: np.zeros_like(x)),
+    "copy_": (lambda t, o: t.copy_(o), lambda x, o: np.broadcast_to(o, x.shape)),
+    "masked_fill_": (lambda t, o: t.masked_fill_(Tensor(o > 0), -7.0), lambda x, o: np.where(o > 0, -7.0, x)),
+}
+
+
+@pytest.mark.parametrize("name", list(IN_PLACE))
+@given(x=FLOATS, data=st.data())
+def test_in_place_values_match_numpy_and_return_self(name, x, data):
+    other = data.draw(hnp.arrays(np.float64, x.shape[data.draw(st.integers(0, x.ndim)):],
+                                 elements=st.floats(-3, 3).filter(lambda v: abs(v) > 0.1)))
+    method, reference = IN_PLACE[name]
+    t = Tensor(x)
+    view = t.detach()  # shares the memory: an in-place op writes through
+    assert method(t, Tensor(other)) is t
+    np.testing.assert_allclose(t.numpy(), reference(x, other))
+    np.testing.assert_allclose(view.numpy(), reference(x, other))
+
+
+def test_in_place_writes_through_views_like_pytorch():
+    w = tg.zeros(3, 2)
+    with tg.no_grad():
+        w[1].fill_(5.0)
+        w[:, 0].add_(1.0)
+    assert w.tolist() == [[1.0, 0.0], [6.0, 5.0], [1.0, 0.0]]
+
+
+def test_in_place_keeps_the_dtype_and_refuses_unsafe_casts():
+    i = tg.tensor([1, 2, 3])
+    i.add_(2)
+    assert i.dtype == np.int64 and i.tolist() == [3, 4, 5]
+    with pytest.raises(TypeError, match="div_"):
+        i.div_(2)
+    with pytest.raises(ValueError, match="add_"):
+        tg.zeros(3).add_(tg.ones(2, 3))  # the result would not fit
+    with pytest.raises(ValueError, match="read-only"):
+        tg.zeros(1).expand(3).add_(1.0)
+
+
+def test_modifying_a_tensor_the_tape_saved_raises_at_backward():
+    w = Tensor([1.0, 2.0], requires_grad=True)
+    x = Tensor([3.0, 4.0])
+    y = w * x          # Mul saved x for w's gradient
+    x.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation: Mul"):
+        y.sum().backward()
+
+
+def test_modifying_a_view_of_saved_memory_raises_too():
+    w = Tensor([[1.0, 2.0]], requires_grad=True)
+    x = Tensor([[3.0, 4.0], [5.0, 6.0]])
+    y = (w * x[1]).sum()  # saved the row view
+    x[0].zero_()           # another view of the same memory
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward()
+
+
+def test_modifying_after_the_graph_was_built_is_fine_when_nothing_saved_it():
+    w = Tensor([1.0, 2.0], requires_grad=True)
+    x = Tensor([3.0, 4.0])
+    y = w + x          # Add saves nothing
+    x.mul_(2)
+    y.sum().backward()
+    assert w.grad.tolist() == [1.0, 1.0]
+    z = w * x          # made after the write: its saved x is current
+    z.sum().backward()
+    assert w.grad.tolist() == [7.0, 9.0]
+
+
+def test_in_place_on_a_leaf_that_requires_grad_raises_unless_no_grad():
+    p = Tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf tensor that requires grad"):
+        p.add_(1.0)
+    with pytest.raises(RuntimeError, match="leaf tensor that requires grad"):
+        p.zero_()
+    with tg.no_grad():  # the ported optimizer step
+        p.add_(Tensor([0.5, 0.5]), alpha=-2)
+    assert p.tolist() == [0.0, 1.0] and p.is_leaf and p.requires_grad
+
+
+def test_optimizer_step_between_forward_and_backward_is_caught():
+    p = Tensor([1.0, 2.0], requires_grad=True)
+    loss = (p * p).sum()
+    with tg.no_grad():
+        p.sub_(0.1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_in_place_on_a_recorded_tensor_rebases_the_graph():
+    w = Tensor([1.0, 2.0], requires_grad=True)
+    h = w * 2
+    h.add_(1.0)       # h = 2w + 1
+    h.mul_(h)         # h = (2w + 1)^2
+    assert h.grad_fn is not None and h.tolist() == [9.0, 25.0]
+    h.sum().backward()
+    assert w.grad.tolist() == [12.0, 20.0]  # 4 (2w + 1)
+    a = tg.zeros(2)
+    a.add_(w)         # a constant joins the graph through its operand
+    assert a.requires_grad and a.grad_fn is not None
+    w.grad = None
+    (a * 3).sum().backward()
+    assert w.grad.tolist() == [3.0, 3.0]
+
+
+def test_recorded_in_place_op_whose_input_was_saved_gives_the_right_gradient():
+    w = Tensor([1.5, -2.0], requires_grad=True)
+    h = w * 1.0
+    y = h * h          # saved h's array
+    h.mul_(3)          # rebinds h: the saved array is untouched
+    (y.sum() + h.sum()).backward()
+    assert w.grad.tolist() == [2 * 1.5 + 3, 2 * -2.0 + 3]
+
+
+def test_detach_in_place_and_grad_zero():
+    w = Tensor([1.0], requires_grad=True)
+    h = w * 2
+    h.detach_()
+    assert h.grad_fn is None and not h.requires_grad
+    (w * 3).sum().backward()
+    w.grad.zero_()
+    assert w.grad.tolist() == [0.0]

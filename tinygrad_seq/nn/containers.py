@@ -1,0 +1,130 @@
+"""Containers: Sequential, ModuleList, ModuleDict, with PyTorch's names for their children (0, 1, ... or keys)."""
+from .module import Module
+
+
+def _module(owner, value):
+    if not isinstance(value, Module):
+        raise TypeError(f"{owner}: expected a Module, got {type(value).__name__}")
+    return value
+
+
+class Sequential(Module):
+    """Apply modules in order: Sequential(a, b, c)(x) == c(b(a(x))); children are named 0, 1, 2, ..."""
+
+    def __init__(self, *modules):
+        self.layers = [_module("Sequential", m) for m in modules]
+
+    def _members(self):
+        for i, m in enumerate(self.layers):
+            yield str(i), m
+
+    def forward(self, x):
+        for m in self.layers:
+            x = m(x)
+        return x
+
+    def __getitem__(self, i):
+        return Sequential(*self.layers[i]) if isinstance(i, slice) else self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def append(self, module):
+        self.layers.append(_module("Sequential", module))
+        return self
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters the owner finds, named `name.0`, `name.1`, ... as in PyTorch."""
+
+    def __init__(self, modules=()):
+        self._list = []
+        self.extend(modules)
+
+    def _members(self):
+        for i, m in enumerate(self._list):
+            yield str(i), m
+
+    def __getitem__(self, i):
+        return ModuleList(self._list[i]) if isinstance(i, slice) else self._list[i]
+
+    def __setitem__(self, i, module):
+        self._list[i] = _module("ModuleList", module)
+
+    def __delitem__(self, i):
+        del self._list[i]
+
+    def __len__(self):
+        return len(self._list)
+
+    def __iter__(self):
+        return iter(self._list)
+
+    def __iadd__(self, modules):
+        return self.extend(modules)
+
+    def append(self, module):
+        self._list.append(_module("ModuleList", module))
+        return self
+
+    def extend(self, modules):
+        self._list.extend(_module("ModuleList", m) for m in modules)
+        return self
+
+    def insert(self, index, module):
+        self._list.insert(index, _module("ModuleList", module))
+
+
+class ModuleDict(Module):
+    """An ordered dict of modules (string keys) whose parameters are named `name.key.*`, as in PyTorch."""
+
+    def __init__(self, modules=None):
+        self._dict = {}
+        if modules is not None:
+            self.update(modules)
+
+    def _members(self):
+        yield from self._dict.items()
+
+    def __getitem__(self, key):
+        return self._dict[key]
+
+    def __setitem__(self, key, module):
+        if not isinstance(key, str):
+            raise TypeError(f"ModuleDict: keys must be strings, got {type(key).__name__}")
+        self._dict[key] = _module("ModuleDict", module)
+
+    def __delitem__(self, key):
+        del self._dict[key]
+
+    def __contains__(self, key):
+        return key in self._dict
+
+    def __len__(self):
+        return len(self._dict)
+
+    def __iter__(self):
+        return iter(self._dict)
+
+    def keys(self):
+        return self._dict.keys()
+
+    def values(self):
+        return self._dict.values()
+
+    def items(self):
+        return self._dict.items()
+
+    def pop(self, key):
+        return self._dict.pop(key)
+
+    def clear(self):
+        self._dict.clear()
+
+    def update(self, modules):
+        """Add (key, module) pairs from a mapping or an iterable of pairs."""
+        for key, module in (modules.items() if hasattr(modules, "items") else modules):
+            self[key] = module

@@ -1,0 +1,53 @@
+"""Loss modules (PyTorch's names and arguments) over the functions in functional.py."""
+from .. import functional as F
+from .._tensor import Tensor
+from .module import Module
+
+
+class _Loss(Module):
+    def __init__(self, reduction="mean"):
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"{type(self).__name__}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        self.reduction = reduction
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}" if self.reduction != "mean" else ""
+
+
+class _WeightedLoss(_Loss):
+    """A loss with an optional per-class weight, kept as a buffer (moves with .to(), saved in state_dict)."""
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
+        super().__init__(reduction)
+        self.ignore_index = ignore_index
+        self.register_buffer("weight", None if weight is None else Tensor(weight))
+
+
+class CrossEntropyLoss(_WeightedLoss):
+    """F.cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)."""
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        super().__init__(weight, ignore_index, reduction)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, input, target):
+        return F.cross_entropy(input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing)
+
+
+class NLLLoss(_WeightedLoss):
+    """F.nll_loss(log_probs, target, weight, ignore_index, reduction)."""
+
+    def forward(self, input, target):
+        return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
+
+
+class MSELoss(_Loss):
+    def forward(self, input, target):
+        return F.mse_loss(input, target, self.reduction)
+
+
+class BCEWithLogitsLoss(_Loss):
+    """F.binary_cross_entropy_with_logits (no per-element weight or pos_weight here)."""
+
+    def forward(self, input, target):
+        return F.binary_cross_entropy_with_logits(input, target, self.reduction)
