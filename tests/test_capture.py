@@ -277,6 +277,9 @@ class Guarded(nn.Module):
             pre = -pre
         if self.mode == "list_input":
             pre = pre + self.per_step[self.calls - 1]
+        if self.mode == "in_place":
+            pre = pre * 1.0
+            pre.mul_(0.5)
         new = pre.tanh()
         if self.mode == "hook":
             new.register_hook(lambda g: g * 1.0)
@@ -302,6 +305,7 @@ def _guarded_run(mode, eager=False, **options):
     ("scalar_per_step", "change from step to step"),
     ("dropout", "change from step to step"),
     ("item", "reads a value to the host"),
+    ("in_place", "in place"),
     ("list_input", "different outside tensor"),
     ("hook", "hook"),
     ("retain_grad", "hook"),

@@ -319,7 +319,7 @@ class Tensor:
         saved that memory refuse to run backward.
         """
         if autograd._recorder is not None:  # a time step being captured writes in place: it must run eagerly
-            autograd._recorder.append(autograd.HOST_READ)
+            autograd._recorder.append(autograd.IN_PLACE)
         if autograd._grad_enabled and (self._requires_grad or any(isinstance(o, Tensor) and o._requires_grad
                                                                    for o in others)):
             if self._node is None and self._requires_grad:

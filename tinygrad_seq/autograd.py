@@ -24,6 +24,7 @@ _epoch = 0      # in-place writes so far; each node records the count it was mad
 _modified = {}  # id(buffer) -> (epoch of its last in-place write, weakref that drops the entry)
 _recorder = None  # a list while capture.py records a time step: every op, every new Tensor, host reads
 HOST_READ = "host read"  # what Tensor.numpy() logs there: the step reads a value back to the host
+IN_PLACE = "in-place write"  # what an in-place Tensor op logs there
 
 
 def is_grad_enabled():

@@ -175,6 +175,8 @@ def _program(log, x_t, state, new):
             continue
         if entry is autograd.HOST_READ:
             raise Fallback("the step reads a value to the host (.item(), .numpy(), bool(), ...)")
+        if entry is autograd.IN_PLACE:
+            raise Fallback("the step writes into a tensor in place")
         ctx, args, kwargs, result = entry
         if ctx.hooks:
             raise Fallback("the step registers a hook or retain_grad on its tensors")
