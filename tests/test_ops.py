@@ -1060,3 +1060,15 @@ def test_dropout_in_eval_is_the_identity_and_edge_probabilities(data, p):
     if p in (0.0, 1.0):
         expected = x if p == 0 else np.zeros_like(x)  # float64 data stays float64
         np.testing.assert_array_equal(F.dropout(t, p).numpy(), expected)
+
+
+def test_scatter_add_of_gathered_rows_equals_add_at():
+    """The embedding-gradient fast path (sort + reduceat) against numpy.add.at, duplicates and negatives included."""
+    rng = np.random.default_rng(0)
+    for index in (rng.integers(-6, 6, size=(7, 5)), np.array([3, 3, 3, -1, 5]), np.array([2])):
+        values = rng.standard_normal(index.shape + (4,))
+        expected = rng.standard_normal((6, 4))
+        target = expected.copy()
+        np.add.at(expected, index, values)
+        tg.backend.scatter_add(target, index, values)
+        np.testing.assert_allclose(target, expected, rtol=1e-13)

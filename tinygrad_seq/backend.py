@@ -33,6 +33,15 @@ class Backend:
 
 
 def _numpy_scatter_add(target, index, values):
+    if isinstance(index, numpy.ndarray) and index.dtype.kind in "iu" and index.size \
+            and values.shape == index.shape + target.shape[1:]:  # rows gathered by an index array (embeddings)
+        rows = index.reshape(-1)
+        rows = numpy.where(rows < 0, rows + target.shape[0], rows)
+        order = numpy.argsort(rows, kind="stable")  # sum each row's updates with one reduceat: add.at is slow
+        rows = rows[order]
+        starts = numpy.flatnonzero(numpy.concatenate(([True], rows[1:] != rows[:-1])))
+        target[rows[starts]] += numpy.add.reduceat(values.reshape((-1,) + target.shape[1:])[order], starts, axis=0)
+        return
     numpy.add.at(target, index, values)
 
 

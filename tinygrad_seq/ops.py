@@ -347,7 +347,9 @@ def _log_softmax(xp, a, axis):
     """(log_softmax(a), softmax(a)) along `axis`: no overflow for any magnitude, no cancellation at |a| ~ 1e4."""
     m = a.max(axis=axis, keepdims=True)
     z = a - xp.where(xp.isfinite(m), m, m.dtype.type(0))
-    p = _exp_nonpositive(xp, z)
+    floor = z.dtype.type(EXP_FLOOR.get(z.dtype.itemsize, -200.0))
+    p = xp.maximum(z, floor, out=xp.empty_like(z))  # exp(z), clamped: exp(floor) is ~1e-18 of the row's 1 in
+    xp.exp(p, out=p)                                # float32 (1e-87 in float64), and nothing underflows
     total = p.sum(axis=axis, keepdims=True)
     z -= xp.log(total)
     p /= total
