@@ -588,9 +588,10 @@ def backward(root, grad, retain_graph=False):
             leaf.grad._data += g
 
 
-def _count_consumers(start):
-    """For every node reachable from `start`: how many edges lead into it."""
-    deps, stack = {start: 0}, [start]
+def _count_consumers(starts):
+    """For every node reachable from the nodes `starts`: how many edges lead into it."""
+    deps = dict.fromkeys(starts, 0)
+    stack = list(deps)
     while stack:
         for edge in stack.pop().parents:
             if type(edge) is Edge:
@@ -610,7 +611,7 @@ def _walk(start, index, grad, retain_graph):
     that of each leaf reached; `owned` names the sums whose buffers we allocated (see
     _accumulate). Returns the leaves reached, their gradients and `owned`, by id(leaf).
     """
-    deps = _count_consumers(start)
+    deps = _count_consumers([start])
     pending, owned, leaves, leaf_grads = {start: [None] * start.n_outputs}, set(), {}, {}
     pending[start][index] = grad
     ready = [start]

@@ -72,20 +72,7 @@ def _run_hooks(hooks, g):
 
 def _topological(starts):
     """Every node reachable from `starts`, consumers before producers (Kahn's order, no recursion)."""
-    deps, stack = {}, []
-    for node in starts:
-        if node not in deps:
-            deps[node] = 0
-            stack.append(node)
-    while stack:
-        for edge in stack.pop().parents:
-            if type(edge) is Edge:
-                parent = edge.node
-                if parent in deps:
-                    deps[parent] += 1
-                else:
-                    deps[parent] = 1
-                    stack.append(parent)
+    deps = autograd._count_consumers(starts)
     order, ready = [], [n for n in deps if deps[n] == 0]
     while ready:
         node = ready.pop()
