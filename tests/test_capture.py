@@ -531,3 +531,16 @@ def test_second_derivatives_through_a_captured_loop_equal_eager(checkpoint):
         results.append((g.numpy().copy(), x.grad.numpy().copy()))
     for a, b in zip(*results):
         assert_close(a, b, "hvp", rtol=1e-12)
+
+
+def test_a_list_state_given_to_a_cell_that_returns_tuples_is_captured():
+    cell = PeepholeLSTM(3, 4).double()
+    x = tg.Tensor(seeded(32).standard_normal((5, 2, 3)))
+    state = [tg.Tensor(seeded(33).standard_normal((2, 4))), tg.Tensor(seeded(34).standard_normal((2, 4)))]
+    with counted() as seen:
+        out, final = nn.Recurrent(cell)(x, state)
+    assert seen["captured"] == 1 and isinstance(final, tuple)
+    with capture.disabled():
+        out_eager, final_eager = nn.Recurrent(cell)(x, state)
+    np.testing.assert_allclose(out.numpy(), out_eager.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(final[1].numpy(), final_eager[1].numpy(), rtol=1e-12)

@@ -162,7 +162,8 @@ def _record(step, x_t, state):
 def _program(log, x_t, state, new):
     """The recorded step as a _Program, and its op contexts; Fallback if it cannot be replayed."""
     items, new_items = _components(state), _components(new)
-    if new_items is None or len(new_items) != len(items) or type(new) is not type(state):
+    if new_items is None or len(new_items) != len(items) or \
+            isinstance(new, (tuple, list)) != isinstance(state, (tuple, list)):
         raise Fallback("the step returns a state of another structure than it takes")
     program = _Program(len(items))
     for t in [x_t] + items:
