@@ -136,6 +136,15 @@ class LeafEdge:
         self.tensor, self.shape, self.dtype = tensor, shape, dtype
 
 
+class _NeedsInputGrad:
+    """`ctx.needs_input_grad`: one bool per input, does it want a gradient? Worked out from
+    `parents`, unless the node holds its own value: a non-data descriptor, so the captured
+    loop sets it once per replayed op instead of each backward working it out again."""
+
+    def __get__(self, ctx, owner=None):
+        return self if ctx is None else tuple([p is not None for p in ctx.parents])
+
+
 class Function:
     """A differentiable primitive: subclass it and write `forward` and `backward`, in one of two styles.
 
@@ -185,10 +194,8 @@ class Function:
     def __call__(self, *args, **kwargs):
         raise TypeError(f"call a Function through its class: {type(self).__name__}.apply(*inputs)")
 
-    @property
-    def needs_input_grad(self):
-        """One bool per input: does it want a gradient?"""
-        return tuple([p is not None for p in self.parents])
+
+    needs_input_grad = _NeedsInputGrad()
 
     def save_for_backward(self, *arrays):
         self.saved_arrays = arrays

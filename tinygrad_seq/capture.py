@@ -20,6 +20,9 @@ Replay. Steps 2 to T-1 run the program on raw arrays: per op and step one Functi
 instance (the op's context), no Tensor and no tape node. The whole loop is one node on
 the outer tape (`Loop`), whose inputs are the per-step inputs (T, B, ...), the initial
 state and the outside tensors; ops that read only outside values run once, not per step.
+The step's ops are compiled into two straight-line Python functions, forward and backward
+(`_compile`; the text is `Loop.run.source`), so replay pays for the ops' own bodies and
+little else: no per-op loop over slot lists, options or checks that hold at every step.
 
 Backward replay. Loop.backward walks the steps from last to first and, within a step, the
 recorded ops in reverse, calling each op's own backward: BPTT is the generic reverse of
@@ -37,6 +40,7 @@ O(T/k + k) steps instead of T. `checkpoint="sqrt"` takes k = ceil(sqrt(T)).
 """
 import collections
 import contextlib
+import functools
 import logging
 import math
 
@@ -266,7 +270,7 @@ def _run_ops(ops, env, contexts, array_type):
 class _Run:
     """What Loop needs: the program, the steps recorded eagerly, lengths, checkpointing."""
 
-    def __init__(self, program, recorded, valid, shortest, every):
+    def __init__(self, program, recorded, valid, shortest, every, array_type):
         self.program, self.valid, self.shortest, self.every = program, valid, shortest, every
         self.step_ops = [op for op in program.ops if not op.invariant]
         self.invariant_ops = [op for op in program.ops if op.invariant]
@@ -278,6 +282,79 @@ class _Run:
         static = {op.out + k for op in self.invariant_ops for k in range(op.n_out)}
         static.update(slot for slot, _ in program.outside)
         self.static_slots = sorted(static)  # slots whose per-step gradients are summed over all steps
+        self.source, self.forward_step, self.backward_step = _compile(self, array_type)
+
+
+# ---- the step compiled to Python --------------------------------------------------------
+
+def _compile(run, array_type):
+    """Straight-line Python for one replayed step; returns (source, forward, backward).
+
+    forward(x, state, env) runs the step's ops on the input x and the state's arrays (static
+    values are read from the slot list env) and returns (contexts, new state arrays).
+    backward(contexts, grads) takes the new state's gradients and returns the gradients of
+    x, of the state before the step, and of run.static_slots: the same op calls, in the
+    same order, with the same checks on what each backward returns, as _backward_ops.
+    """
+    program, ops, S = run.program, run.step_ops, run.program.n_state
+    names = {"A": array_type, "PS": ProductSum, "fit": _fit, "acc": _accumulate, "as_array": backend.as_array,
+             "device_of": backend.device_of}
+    produced = {op.out + k for op in ops for k in range(op.n_out)}
+    static = sorted({s for op in ops for s in op.args if s > S and s not in produced} |
+                    {s for s in program.outputs if s > S and s not in produced})
+    state = "".join(f"v{k}, " for k in range(1, S + 1))
+    lines = ["def forward(v0, state, env):", f"    {state} = state",
+             *[f"    v{s} = env[{s}]" for s in static]]
+    for i, op in enumerate(ops):
+        names[f"C{i}"], names[f"P{i}"], names[f"N{i}"] = op.cls, op.parents, tuple(p is not None for p in op.parents)
+        args = ", ".join(f"v{s}" for s in op.args)
+        if op.kwargs:
+            names[f"K{i}"] = op.kwargs
+            args += ", **K%d" % i
+        outs = ", ".join(f"v{op.out + k}" for k in range(op.n_out))
+        lines += [f"    c{i} = C{i}.__new__(C{i}); c{i}.parents = P{i}; c{i}.needs_input_grad = N{i}",
+                  f"    {outs}{',' if op.n_out > 1 else ''} = c{i}.forward({args})"]
+        if op.n_out == 1 and program.shapes[op.out][0] == ():  # NumPy makes scalars of 0-d results
+            lines.append(f"    v{op.out} = v{op.out} if type(v{op.out}) is A else as_array(v{op.out}, device_of(v0))")
+    contexts = "".join(f"c{i}, " for i in range(len(ops)))
+    lines.append(f"    return ({contexts}), [{', '.join(f'v{s}' for s in program.outputs)}]")
+
+    gets = sorted(produced | {s for op in ops for _, s, _, _ in op.grad_args} | set(program.outputs) |
+                  set(range(S + 1)) | set(run.static_slots))
+    lines += ["", "def backward(contexts, grads):", f"    {contexts} = contexts" if ops else "",
+              f"    {' = '.join(f'g{s}' for s in gets)} = None", "    owned = set()"]
+    for k, slot in enumerate(program.outputs):
+        lines += [f"    q = grads[{k}]", f"    if q is not None:",
+                  f"        g{slot} = q if g{slot} is None else acc(g{slot}, q, {slot}, owned)"]
+    for i, op in reversed(list(enumerate(ops))):
+        if not op.grad_args:
+            continue
+        outs = [f"g{op.out + k}" for k in range(op.n_out)]
+        lines.append(f"    if {' or '.join(f'{g} is not None' for g in outs)}:")
+        lines += [f"        if type({g}) is PS: {g} = {g}.evaluate()" for g in outs]
+        lines += [f"        r = c{i}.backward({', '.join(outs)})",
+                  "        if type(r) is not tuple: r = (r,)"]
+        for j, slot, shape, dtype in op.grad_args:
+            names[f"S{slot}"], names[f"D{slot}"] = shape, dtype
+            lines += [f"        q = r[{j}]", "        if q is not None:",
+                      f"            if type(q) is not A or q.shape != S{slot} or q.dtype != D{slot}:",
+                      f"                q = fit(q, S{slot}, D{slot}, A, c{i}, {j})",
+                      f"            g{slot} = q if g{slot} is None else acc(g{slot}, q, {slot}, owned)"]
+    lines.append(f"    return g0, [{', '.join(f'g{k}' for k in range(1, S + 1))}], "
+                 f"({''.join(f'g{s}, ' for s in run.static_slots)})")
+    # a factory whose closures hold this run's values: no cycle through a globals dict, so the
+    # functions go with the Loop node, and the factory is compiled once per distinct step
+    source = f"def make({', '.join(names)}):\n" + "".join(f"    {line}\n" for line in lines) + \
+        "    return forward, backward\n"
+    forward, backward = _factory(source)(**names)
+    return source, forward, backward
+
+
+@functools.lru_cache(maxsize=128)
+def _factory(source):
+    namespace = {}
+    exec(compile(source, "<captured step>", "exec"), namespace)
+    return namespace["make"]
 
 
 def _select(valid_t, new, old):
@@ -321,11 +398,7 @@ class Loop(Function):
 
     def step(ctx, t, state):
         """Step t's forward from `state`: its op contexts and the new state (before lengths)."""
-        env, contexts = ctx.env[:], []
-        env[0] = ctx.xs[t]
-        env[1:1 + len(state)] = state
-        _run_ops(ctx.run.step_ops, env, contexts, ctx.array_type)
-        return contexts, [env[s] for s in ctx.run.program.outputs]
+        return ctx.run.forward_step(ctx.xs[t], state, ctx.env)
 
     def backward(ctx, g_out, *g_state):
         run, T = ctx.run, ctx.xs.shape[0]
@@ -399,8 +472,6 @@ class Loop(Function):
 def _backward_step(ctx, contexts, g_state, t, dxs, summed, owned):
     """Step t's backward: the gradient of the state before it, given that after it."""
     run = ctx.run
-    program = run.program
-    genv, step_owned = [None] * len(program.kinds), set()
     passed = None
     if t >= run.shortest:  # rows past their length kept the old state: their gradient passes through
         passed = [None] * len(g_state)
@@ -412,23 +483,30 @@ def _backward_step(ctx, contexts, g_state, t, dxs, summed, owned):
                 zero = g.dtype.type(0)
                 xp = backend.array_namespace(g)
                 passed[k], g_state[k] = xp.where(mask, zero, g), xp.where(mask, g, zero)
-    for slot, g in zip(program.outputs, g_state):
-        if g is not None:
-            genv[slot] = g if genv[slot] is None else _accumulate(genv[slot], g, slot, step_owned)
-    ops = run.recorded[t][0] if t < len(run.recorded) else run.step_ops  # recorded steps: their own needs
-    _backward_ops(ops, contexts, genv, step_owned, ctx.array_type)
+    if t < len(run.recorded):  # recorded steps: their own ops, which may need fewer gradients
+        g_x, new_state, g_static = _backward_recorded(run, run.recorded[t][0], contexts, g_state, ctx.array_type)
+    else:
+        g_x, new_state, g_static = run.backward_step(contexts, g_state)
     if dxs is not None:
-        g = genv[0]
-        dxs[t] = 0 if g is None else g.evaluate() if type(g) is ProductSum else g
-    for slot in run.static_slots:
-        g = genv[slot]
+        dxs[t] = 0 if g_x is None else g_x.evaluate() if type(g_x) is ProductSum else g_x
+    for slot, g in zip(run.static_slots, g_static):
         if g is not None:
             summed[slot] = g if summed[slot] is None else _accumulate(summed[slot], g, slot, owned)
-    new_state = genv[1:1 + program.n_state]
     if passed is not None:
         new_state = [p if g is None else g if p is None else _accumulate(g, p, "passed", set())
                      for g, p in zip(new_state, passed)]
     return new_state
+
+
+def _backward_recorded(run, ops, contexts, g_state, array_type):
+    """A recorded step's backward, op by op: what the compiled backward returns."""
+    program = run.program
+    genv, owned = [None] * len(program.kinds), set()
+    for slot, g in zip(program.outputs, g_state):
+        if g is not None:
+            genv[slot] = g if genv[slot] is None else _accumulate(genv[slot], g, slot, owned)
+    _backward_ops(ops, contexts, genv, owned, array_type)
+    return genv[0], genv[1:1 + program.n_state], [genv[slot] for slot in run.static_slots]
 
 
 def _backward_ops(ops, contexts, genv, owned, array_type):
@@ -452,12 +530,19 @@ def _backward_ops(ops, contexts, genv, owned, array_type):
             g = input_grads[j]
             if g is None:
                 continue
-            if type(g) is ProductSum:
-                g.dtype = dtype
-            elif type(g) is not array_type or g.shape != shape or g.dtype != dtype:
-                g = _reduce_to(g, shape, dtype, array_type, ctx, j)
+            if type(g) is not array_type or g.shape != shape or g.dtype != dtype:
+                g = _fit(g, shape, dtype, array_type, ctx, j)
             current = genv[slot]
             genv[slot] = g if current is None else _accumulate(current, g, slot, owned)
+
+
+def _fit(g, shape, dtype, array_type, ctx, j):
+    """A gradient for input j made to fit it: summed back over broadcast axes, cast; a lazy
+    weight gradient (ProductSum) learns the dtype it must be evaluated in."""
+    if type(g) is ProductSum:
+        g.dtype = dtype
+        return g
+    return _reduce_to(g, shape, dtype, array_type, ctx, j)
 
 
 # ---- the runner's entry point ---------------------------------------------------------
@@ -521,7 +606,7 @@ def _loop(recorded, inputs, valid, shortest, checkpoint):
         raise Fallback("which items of the state require grad changes from step to step")
     every = _segment(checkpoint, inputs.shape[0])
     steps = [] if every else [(first, contexts0, new0), (second, contexts1, new1)]
-    run_ = _Run(second, steps, valid, shortest, every)
+    run_ = _Run(second, steps, valid, shortest, every, type(inputs.data))
     outside = [tensor for _, tensor in second.outside]
     return Loop.apply(inputs, *_components(state0), *outside, run=run_)
 

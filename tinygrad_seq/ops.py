@@ -21,6 +21,14 @@ def _namespace(*values):
     return array_namespace(next(v for v in values if is_array(v)))
 
 
+def _all_present(grads):
+    """No None among `grads` (a plain loop: this runs for every split at every time step)."""
+    for g in grads:
+        if g is None:
+            return False
+    return True
+
+
 def _constant(array):
     """A Tensor off the tape (masks and shares: piecewise constant, so no second derivative)."""
     return autograd.Tensor._make(array if is_array(array) else as_array(array), None, 0)  # NumPy scalars: 0-d
@@ -719,10 +727,9 @@ class Unbind(Function):
         return tuple(a[lead + (k,)] for k in range(a.shape[axis]))
 
     def backward(ctx, *grads):
-        xp = array_namespace(next(g for g in grads if g is not None))
-        if all(g is not None for g in grads):
-            return xp.stack(grads, axis=ctx.axis)
-        out = xp.zeros(ctx.shape, dtype=ctx.dtype)
+        if _all_present(grads):
+            return array_namespace(grads[0]).stack(grads, axis=ctx.axis)
+        out = _namespace(*grads).zeros(ctx.shape, dtype=ctx.dtype)
         lead = (slice(None),) * ctx.axis
         for k, g in enumerate(grads):
             if g is not None:
@@ -749,10 +756,9 @@ class Split(Function):
         return tuple(outs)
 
     def backward(ctx, *grads):
-        xp = array_namespace(next(g for g in grads if g is not None))
-        if all(g is not None for g in grads):
-            return xp.concatenate(grads, axis=ctx.axis)
-        out = xp.zeros(ctx.shape, dtype=ctx.dtype)
+        if _all_present(grads):
+            return array_namespace(grads[0]).concatenate(grads, axis=ctx.axis)
+        out = _namespace(*grads).zeros(ctx.shape, dtype=ctx.dtype)
         lead, start = (slice(None),) * ctx.axis, 0
         for g, n in zip(grads, ctx.sizes):
             if g is not None:
