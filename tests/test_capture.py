@@ -544,3 +544,35 @@ def test_a_list_state_given_to_a_cell_that_returns_tuples_is_captured():
         out_eager, final_eager = nn.Recurrent(cell)(x, state)
     np.testing.assert_allclose(out.numpy(), out_eager.numpy(), rtol=1e-12)
     np.testing.assert_allclose(final[1].numpy(), final_eager[1].numpy(), rtol=1e-12)
+
+
+class ScalarGate(nn.Module):
+    """A step with 0-d intermediates: a scalar made from the state (its mean square) gates the update."""
+    hidden_size = 3
+
+    def __init__(self):
+        self.w = nn.Parameter(tg.Tensor(seeded(40).standard_normal((2, 3)) * 0.5))
+
+    def initial_state(self, batch_size):
+        return tg.zeros(batch_size, 3, dtype=self.w.dtype)
+
+    def forward(self, x, h):
+        gate = (h * h).mean().tanh()
+        return (x @ self.w + gate * h).tanh()
+
+
+def test_a_step_with_scalar_intermediates_is_captured():
+    layer = nn.Recurrent(ScalarGate().double())
+    rng = seeded(41)
+    x, state = rng.standard_normal((7, 2, 2)), [rng.standard_normal((2, 3))]
+    with counted() as seen:
+        captured = run(layer, x, state, lengths=[7, 4])
+    assert seen["captured"] == 1
+    assert_same(captured, run(layer, x, state, lengths=[7, 4], eager=True))
+
+
+def test_the_compiled_step_can_be_read():
+    out, _ = nn.LSTM(3, 4)(tg.randn(5, 2, 3))
+    source = out.grad_fn.run.source
+    assert "def forward(" in source and "def backward(" in source
+    assert source.count(".forward(") == len(out.grad_fn.run.step_ops)
