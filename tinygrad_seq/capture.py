@@ -383,22 +383,19 @@ class Loop(Function):
         T = xs.shape[0]
         out = backend.array_namespace(xs).empty((T,) + state[0].shape, dtype=state[0].dtype)
         ctx.checkpoints, ctx.contexts = {}, [None] * T
+        every, recorded, shortest, forward_step = run.every, len(run.recorded), run.shortest, run.forward_step
         for t in range(T):
-            if run.every and t % run.every == 0:
+            if every and t % every == 0:
                 ctx.checkpoints[t] = state
-            if t < len(run.recorded):
+            if t < recorded:
                 _, contexts, new = run.recorded[t]
             else:
-                contexts, new = ctx.step(t, state)
-            state = new if t < run.shortest else _select(run.valid[t], new, state)
+                contexts, new = forward_step(xs[t], state, env)
+            state = new if t < shortest else _select(run.valid[t], new, state)
             out[t] = state[0]
-            if not run.every:
+            if not every:
                 ctx.contexts[t] = contexts
         return (out,) + tuple(state)
-
-    def step(ctx, t, state):
-        """Step t's forward from `state`: its op contexts and the new state (before lengths)."""
-        return ctx.run.forward_step(ctx.xs[t], state, ctx.env)
 
     def backward(ctx, g_out, *g_state):
         run, T = ctx.run, ctx.xs.shape[0]
@@ -413,7 +410,7 @@ class Loop(Function):
             if run.every:  # recompute the segment's contexts from its checkpoint
                 state, contexts = ctx.checkpoints[start], []
                 for t in range(start, stop):
-                    step_contexts, new = ctx.step(t, state)
+                    step_contexts, new = run.forward_step(ctx.xs[t], state, ctx.env)
                     contexts.append(step_contexts)
                     state = new if t < run.shortest else _select(run.valid[t], new, state)
             else:

@@ -500,6 +500,9 @@ class Matmul(Function):
     def backward(ctx, g):
         a, b = ctx.a, ctx.b
         need_a, need_b = ctx.needs_input_grad
+        if a.ndim == 2 and b.ndim == 2:  # the common case (and every recurrent step), without reshaping;
+            # b's gradient stays lazy: the engine sums a reused weight's products as one matmul
+            return (g @ b.T if need_a else None), (ProductSum(a, g) if need_b else None)
         a2 = a[None, :] if a.ndim == 1 else a  # 1-D operands act as a row / a column
         b2 = b[:, None] if b.ndim == 1 else b
         if a.ndim == 1 and b.ndim == 1:  # a dot product: g is 0-d
@@ -511,9 +514,7 @@ class Matmul(Function):
             ga = g2 @ b2.swapaxes(-1, -2)
             ga = ga[..., 0, :] if a.ndim == 1 else ga
         if need_b:
-            if a.ndim == 2 and b.ndim == 2:  # left lazy: the engine sums a reused weight's products as one matmul
-                gb = ProductSum(a, g)
-            elif b2.ndim == 2 and a2.ndim > 2 and a2.size and g2.size:  # a stack times one matrix: one big matmul
+            if b2.ndim == 2 and a2.ndim > 2 and a2.size and g2.size:  # a stack times one matrix: one big matmul
                 # (not when empty: reshape(-1, 0) cannot infer the -1)
                 gb = a2.reshape(-1, a2.shape[-1]).T @ g2.reshape(-1, g2.shape[-1])
             else:
