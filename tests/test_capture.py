@@ -571,8 +571,13 @@ def test_a_step_with_scalar_intermediates_is_captured():
     assert_same(captured, run(layer, x, state, lengths=[7, 4], eager=True))
 
 
-def test_the_compiled_step_can_be_read():
-    out, _ = nn.LSTM(3, 4)(tg.randn(5, 2, 3))
+def test_the_compiled_step_can_be_read_and_is_compiled_once_per_structure():
+    lstm = nn.LSTM(3, 4)
+    out, _ = lstm(tg.randn(5, 2, 3))
     source = out.grad_fn.run.source
     assert "def forward(" in source and "def backward(" in source
     assert source.count(".forward(") == len(out.grad_fn.run.step_ops)
+    compiled = len(capture._compiled)
+    again, _ = lstm(tg.randn(7, 3, 3))  # other T and batch: the same step structure, other shapes
+    assert len(capture._compiled) == compiled and again.grad_fn.run.source == source
+    assert again.grad_fn.run.forward_step is not out.grad_fn.run.forward_step  # each run its own closures

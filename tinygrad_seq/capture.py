@@ -21,8 +21,8 @@ instance (the op's context), no Tensor and no tape node. The whole loop is one n
 the outer tape (`Loop`), whose inputs are the per-step inputs (T, B, ...), the initial
 state and the outside tensors; ops that read only outside values run once, not per step.
 The step's ops are compiled into two straight-line Python functions, forward and backward
-(`_compile`; the text is `Loop.run.source`), so replay pays for the ops' own bodies and
-little else: no per-op loop over slot lists, options or checks that hold at every step.
+(`_compile`, once per distinct step structure; the text is `Loop.run.source`), so replay
+pays for the ops' own bodies and little else: no per-op loop over slot lists and options.
 
 Backward replay. Loop.backward walks the steps from last to first and, within a step, the
 recorded ops in reverse, calling each op's own backward: BPTT is the generic reverse of
@@ -40,7 +40,6 @@ O(T/k + k) steps instead of T. `checkpoint="sqrt"` takes k = ceil(sqrt(T)).
 """
 import collections
 import contextlib
-import functools
 import logging
 import math
 
@@ -295,10 +294,42 @@ def _compile(run, array_type):
     backward(contexts, grads) takes the new state's gradients and returns the gradients of
     x, of the state before the step, and of run.static_slots: the same op calls, in the
     same order, with the same checks on what each backward returns, as _backward_ops.
+
+    The source is a factory whose arguments are this run's values (op classes, options,
+    shapes, ...), so it is compiled once per distinct step structure and each run gets its
+    own closures: they hold no cycle through a globals dict and go with the Loop node.
     """
-    program, ops, S = run.program, run.step_ops, run.program.n_state
+    program, ops = run.program, run.step_ops
     names = {"A": array_type, "PS": ProductSum, "fit": _fit, "acc": _accumulate, "as_array": backend.as_array,
              "device_of": backend.device_of}
+    structure = []  # everything the source depends on, as a cache key
+    for i, op in enumerate(ops):
+        names[f"C{i}"], names[f"P{i}"], names[f"N{i}"] = op.cls, op.parents, tuple(p is not None for p in op.parents)
+        if op.kwargs:
+            names[f"K{i}"] = op.kwargs
+        for j, slot, shape, dtype in op.grad_args:
+            names[f"S{slot}"], names[f"D{slot}"] = shape, dtype
+        structure.append((tuple(op.args), op.out, op.n_out, bool(op.kwargs), tuple(g[:2] for g in op.grad_args),
+                          op.n_out == 1 and program.shapes[op.out][0] == ()))
+    key = (program.n_state, tuple(program.outputs), tuple(run.static_slots), tuple(structure))
+    compiled = _compiled.get(key)
+    if compiled is None:
+        source = _source(run, names)
+        namespace = {}
+        exec(compile(source, "<captured step>", "exec"), namespace)
+        if len(_compiled) >= 128:
+            del _compiled[next(iter(_compiled))]
+        compiled = _compiled[key] = source, namespace["make"]
+    source, make = compiled
+    return (source,) + make(**names)
+
+
+_compiled = {}  # step structure -> (source, factory), the 128 most recent
+
+
+def _source(run, names):
+    """The factory's source: make(**names) returns the step's (forward, backward)."""
+    program, ops, S = run.program, run.step_ops, run.program.n_state
     produced = {op.out + k for op in ops for k in range(op.n_out)}
     static = sorted({s for op in ops for s in op.args if s > S and s not in produced} |
                     {s for s in program.outputs if s > S and s not in produced})
@@ -306,11 +337,7 @@ def _compile(run, array_type):
     lines = ["def forward(v0, state, env):", f"    {state} = state",
              *[f"    v{s} = env[{s}]" for s in static]]
     for i, op in enumerate(ops):
-        names[f"C{i}"], names[f"P{i}"], names[f"N{i}"] = op.cls, op.parents, tuple(p is not None for p in op.parents)
-        args = ", ".join(f"v{s}" for s in op.args)
-        if op.kwargs:
-            names[f"K{i}"] = op.kwargs
-            args += ", **K%d" % i
+        args = ", ".join(f"v{s}" for s in op.args) + (", **K%d" % i if op.kwargs else "")
         outs = ", ".join(f"v{op.out + k}" for k in range(op.n_out))
         lines += [f"    c{i} = C{i}.__new__(C{i}); c{i}.parents = P{i}; c{i}.needs_input_grad = N{i}",
                   f"    {outs}{',' if op.n_out > 1 else ''} = c{i}.forward({args})"]
@@ -324,7 +351,7 @@ def _compile(run, array_type):
     lines += ["", "def backward(contexts, grads):", f"    {contexts} = contexts" if ops else "",
               f"    {' = '.join(f'g{s}' for s in gets)} = None", "    owned = set()"]
     for k, slot in enumerate(program.outputs):
-        lines += [f"    q = grads[{k}]", f"    if q is not None:",
+        lines += [f"    q = grads[{k}]", "    if q is not None:",
                   f"        g{slot} = q if g{slot} is None else acc(g{slot}, q, {slot}, owned)"]
     for i, op in reversed(list(enumerate(ops))):
         if not op.grad_args:
@@ -334,27 +361,15 @@ def _compile(run, array_type):
         lines += [f"        if type({g}) is PS: {g} = {g}.evaluate()" for g in outs]
         lines += [f"        r = c{i}.backward({', '.join(outs)})",
                   "        if type(r) is not tuple: r = (r,)"]
-        for j, slot, shape, dtype in op.grad_args:
-            names[f"S{slot}"], names[f"D{slot}"] = shape, dtype
+        for j, slot, _, _ in op.grad_args:
             lines += [f"        q = r[{j}]", "        if q is not None:",
                       f"            if type(q) is not A or q.shape != S{slot} or q.dtype != D{slot}:",
                       f"                q = fit(q, S{slot}, D{slot}, A, c{i}, {j})",
                       f"            g{slot} = q if g{slot} is None else acc(g{slot}, q, {slot}, owned)"]
     lines.append(f"    return g0, [{', '.join(f'g{k}' for k in range(1, S + 1))}], "
                  f"({''.join(f'g{s}, ' for s in run.static_slots)})")
-    # a factory whose closures hold this run's values: no cycle through a globals dict, so the
-    # functions go with the Loop node, and the factory is compiled once per distinct step
-    source = f"def make({', '.join(names)}):\n" + "".join(f"    {line}\n" for line in lines) + \
+    return f"def make({', '.join(names)}):\n" + "".join(f"    {line}\n" for line in lines) + \
         "    return forward, backward\n"
-    forward, backward = _factory(source)(**names)
-    return source, forward, backward
-
-
-@functools.lru_cache(maxsize=128)
-def _factory(source):
-    namespace = {}
-    exec(compile(source, "<captured step>", "exec"), namespace)
-    return namespace["make"]
 
 
 def _select(valid_t, new, old):
