@@ -194,7 +194,6 @@ class Function:
     def __call__(self, *args, **kwargs):
         raise TypeError(f"call a Function through its class: {type(self).__name__}.apply(*inputs)")
 
-
     needs_input_grad = _NeedsInputGrad()
 
     def save_for_backward(self, *arrays):

@@ -324,7 +324,7 @@ def _compile(run, array_type):
     return (source,) + make(**names)
 
 
-_compiled = {}  # step structure -> (source, factory), the 128 most recent
+_compiled = {}  # step structure -> (source, factory), for the 128 structures compiled last
 
 
 def _source(run, names):
