@@ -110,6 +110,49 @@ def test_optimizer_step_between_forward_and_backward_is_caught():
         loss.backward()
 
 
+def test_the_check_holds_in_a_create_graph_backward():
+    p = Tensor([1.0, 2.0], requires_grad=True)
+    loss = (p * p).sum()
+    with tg.no_grad():
+        p.sub_(0.1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        tg.grad(loss, p, create_graph=True)
+
+
+class _TanhCell(tg.nn.Module):
+    """A cell whose last op (tanh) saves its output: the final state the runner returns."""
+    hidden_size = 3
+
+    def __init__(self):
+        self.w = tg.nn.Parameter(tg.randn(2, 3))
+
+    def initial_state(self, batch_size):
+        return tg.zeros(batch_size, 3)
+
+    def forward(self, x, h):
+        return (x @ self.w + h * 0.5).tanh()
+
+
+@pytest.mark.parametrize("written", ["final_state", "parameter", "input"])
+@pytest.mark.parametrize("capture", [False, True])
+@pytest.mark.parametrize("checkpoint", [None, 2])
+def test_a_write_into_what_a_recurrent_loop_saved_raises_captured_or_not(written, capture, checkpoint):
+    if checkpoint and not capture:
+        pytest.skip("checkpointing needs a captured loop")
+    tg.manual_seed(0)
+    cell = _TanhCell()
+    layer = tg.nn.Recurrent(cell, capture=capture, checkpoint=checkpoint)
+    x = tg.randn(6, 2, 2, requires_grad=True)
+    out, h_n = layer(x)
+    assert (type(out.grad_fn).__name__ == "Loop") == capture
+    if written == "final_state" and checkpoint:
+        pytest.skip("a checkpointed loop keeps no step's output: the write harms nothing")
+    with tg.no_grad():
+        {"final_state": h_n, "parameter": cell.w, "input": x}[written].mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        (out.sum() + h_n.sum()).backward()
+
+
 def test_in_place_on_a_recorded_tensor_rebases_the_graph():
     w = Tensor([1.0, 2.0], requires_grad=True)
     h = w * 2

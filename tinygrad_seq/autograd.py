@@ -199,6 +199,11 @@ class Function:
     def save_for_backward(self, *arrays):
         self.saved_arrays = arrays
 
+    def kept_arrays(self):
+        """The arrays this node keeps for backward, which the in-place check looks at: what it
+        holds as attributes (or in tuples of them)."""
+        return _saved_arrays(self)
+
     def input_tensor(self, i, array):
         """Input i, whose data forward saw as `array`, as a Tensor on the tape (for backward_graph).
 
@@ -492,7 +497,7 @@ def _saved_arrays(node):
 def _check_saved(node):
     """Raise if an array `node` saved was written in place after the node was made."""
     made = getattr(node, "epoch", 0)
-    for a in _saved_arrays(node):
+    for a in node.kept_arrays():
         while backend.is_array(a.base):
             a = a.base
         entry = _modified.get(id(a))

@@ -412,6 +412,17 @@ class Loop(Function):
                 ctx.contexts[t] = contexts
         return (out,) + tuple(state)
 
+    def kept_arrays(ctx):
+        """Every array the loop keeps for backward, its steps' contexts and checkpoints included,
+        so an in-place write into one (say the final state of a cell whose last op saved its
+        output) is refused as it is on the eager tape."""
+        yield from autograd._saved_arrays(ctx)
+        for contexts in [ctx.invariant_contexts] + [c for c in ctx.contexts if c is not None]:
+            for step in contexts:
+                yield from autograd._saved_arrays(step)
+        for state in ctx.checkpoints.values():
+            yield from state
+
     def backward(ctx, g_out, *g_state):
         run, T = ctx.run, ctx.xs.shape[0]
         program, S = run.program, run.program.n_state

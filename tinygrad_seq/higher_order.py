@@ -143,6 +143,8 @@ def walk(outputs, grads, create_graph, retain_graph, inputs=None, retain_grads=F
                 raise RuntimeError(f"backward: the graph was already freed by an earlier backward() (reached "
                                    f"{node.name} again); pass retain_graph=True to the first backward() "
                                    "to backpropagate through the same graph twice")
+            if autograd._modified and getattr(node, "epoch", 0) != autograd._epoch:
+                autograd._check_saved(node)
             try:
                 input_grads = _backward_rule(node, grads_in, create_graph)
             except FloatingPointError as e:  # an op recorded by backward_graph, under detect_anomaly
