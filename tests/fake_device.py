@@ -59,7 +59,7 @@ def _wrap(value):
 
 class FakeArray:
     """A device array that is not a numpy.ndarray and will not silently become one."""
-    __slots__ = ("_a",)
+    __slots__ = ("_a", "__weakref__")  # CuPy's ndarray can be weakly referenced too (the in-place check does)
     __array_priority__ = 100  # below Tensor's 1000, so Tensor's reflected operators win
 
     @classmethod

@@ -186,3 +186,62 @@ def test_detach_in_place_and_grad_zero():
     (w * 3).sum().backward()
     w.grad.zero_()
     assert w.grad.tolist() == [0.0]
+
+
+# ---- item assignment: t[index] = value ------------------------------------------------------
+
+def test_setitem_writes_like_numpy_through_views():
+    x = tg.zeros(3, 4)
+    row = x[1]
+    x[1] = 5.0
+    x[:, 0] = Tensor([1.0, 2.0, 3.0])
+    x[x > 4] = -1.0
+    x[[0, 2], 3] = np.array([7.0, 8.0])
+    expected = np.zeros((3, 4), np.float32)
+    expected[1], expected[:, 0] = 5.0, [1.0, 2.0, 3.0]
+    expected[expected > 4] = -1.0
+    expected[[0, 2], 3] = [7.0, 8.0]
+    np.testing.assert_array_equal(x.numpy(), expected)
+    np.testing.assert_array_equal(row.numpy(), expected[1])  # a view sees the write, as in PyTorch
+
+
+def test_setitem_filling_an_output_buffer_gives_the_gradients_of_stack():
+    """The PyTorch pattern `out = zeros(T, ...); out[t] = h` backpropagates like stacking the steps."""
+    rng = np.random.default_rng(0)
+    w = Tensor(rng.standard_normal((3, 3)), requires_grad=True)
+    xs = Tensor(rng.standard_normal((4, 2, 3)), requires_grad=True)
+
+    def run(fill):
+        h, steps = tg.zeros(2, 3, dtype="float64"), []
+        out = tg.zeros(4, 2, 3, dtype="float64")
+        for t in range(4):
+            h = (xs[t] + h @ w).tanh()
+            if fill:
+                out[t] = h
+            else:
+                steps.append(h)
+        out = out if fill else tg.stack(steps)
+        (out * out).sum().backward()
+        grads = w.grad.numpy().copy(), xs.grad.numpy().copy()
+        w.grad = xs.grad = None
+        return out.numpy(), grads
+
+    (filled, (gw_f, gx_f)), (stacked, (gw_s, gx_s)) = run(True), run(False)
+    np.testing.assert_allclose(filled, stacked, rtol=1e-12)
+    np.testing.assert_allclose(gw_f, gw_s, rtol=1e-12)
+    np.testing.assert_allclose(gx_f, gx_s, rtol=1e-12)
+
+
+def test_setitem_refuses_what_in_place_ops_refuse():
+    p = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="setitem: a leaf tensor that requires grad"):
+        p[0] = 0.0
+    x = Tensor([1.0, 2.0, 3.0])
+    loss = (p * x).sum()  # Mul saved x
+    x[1] = 10.0
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    with pytest.raises(ValueError, match=r"setitem: could not broadcast .* \(tensor of shape \(3,\)"):
+        x[0:2] = Tensor([1.0, 2.0, 3.0])
+    with pytest.raises(TypeError, match="setitem: index arrays must be integer or boolean"):
+        x[np.array([0.5])] = 1.0

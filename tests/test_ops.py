@@ -554,6 +554,41 @@ op("getitem_mask", mask_case(), lambda d, x, mask, host: x[device_index(mask, d,
 
 
 @st.composite
+def setitem_case(draw):
+    """x[index] = value for a basic index or a boolean mask, with a value broadcast into the region."""
+    shape = draw(shapes(min_dims=1))
+    if draw(st.booleans()):
+        index, host = draw(hnp.basic_indices(shape, min_dims=0, allow_newaxis=True, allow_ellipsis=True)), True
+    else:
+        index, host = bool_array(draw, shape[:draw(st.integers(1, len(shape)))]), draw(st.booleans())
+    region = np.empty(shape)[index].shape
+    kept = region[draw(st.integers(0, len(region))):]  # trailing axes, some of them 1: broadcasts into the region
+    value_shape = tuple(1 if draw(st.booleans()) else n for n in kept)
+    return Case([floats_array(draw, shape), floats_array(draw, value_shape)], index=index, host=host)
+
+
+def _setitem(d, x, value, index, host):
+    y = x.clone()
+    y[device_index(index, d, host)] = value
+    return y
+
+
+def _setitem_ref(x, value, index, host):
+    y = x.copy()
+    y[index] = value
+    return y
+
+
+def _setitem_vjp(g, x, value, index, host):
+    gx = g.copy()
+    gx[index] = 0
+    return gx, unbroadcast(np.asarray(g[index]), value.shape)
+
+
+op("setitem", setitem_case(), _setitem, _setitem_ref, _setitem_vjp)
+
+
+@st.composite
 def cat_case(draw):
     shape = draw(shapes(min_dims=1, max_side=2))
     axis = draw(st.integers(-len(shape), len(shape) - 1))
@@ -988,7 +1023,7 @@ def test_every_primitive_and_composite_has_a_row():
     names = {s.name for s in OPS}
     required = {"add", "sub", "mul", "div", "neg", "pow", "exp", "log", "tanh", "sigmoid", "relu", "maximum",
                 "minimum", "where", "sum", "max", "matmul", "reshape", "transpose_permute", "expand",
-                "getitem_basic", "getitem_gather", "getitem_mask", "cat", "stack", "unbind", "split_chunk", "flip",
+                "getitem_basic", "getitem_gather", "getitem_mask", "setitem", "cat", "stack", "unbind", "split_chunk", "flip",
                 "contiguous", "cast", "mean", "min", "abs", "sqrt", "clip", "logsumexp", "softmax", "log_softmax",
                 "cross_entropy", "nll_loss", "mse_loss", "binary_cross_entropy_with_logits", "linear", "embedding"}
     assert required <= names, required - names

@@ -733,6 +733,17 @@ class Tensor:
         index, advanced = _index(index, self)
         return ops.GetItem.apply(self, index=index, advanced=advanced)
 
+    def __setitem__(self, index, value):
+        """self[index] = value (a Tensor, array or number, broadcast), in place, as in PyTorch: on
+        the tape when self or value requires grad, so gradients flow to both (see `_inplace`)."""
+        index, advanced = _index(index, self, "setitem")
+        value = _operand(value, self, "setitem")
+
+        def write(a):
+            a[index] = self._array_operand(value, "setitem")
+        self._inplace("setitem", (value,), lambda: ops.SetItem.apply(self, value, index=index, advanced=advanced),
+                      write)
+
     def __iter__(self):
         return iter(self.unbind(0))
 
@@ -796,13 +807,13 @@ def _operand(value, like, op="", scalars=True):
     raise TypeError(f"{op or 'Tensor'}: unsupported operand of type {type(value).__name__} for a Tensor")
 
 
-def _index(index, tensor):
+def _index(index, tensor, op="getitem"):
     """Turn Tensor/list parts of an index into device arrays; report whether it is advanced."""
     parts = index if isinstance(index, tuple) else (index,)
     out, advanced = [], False
     for p in parts:
         if isinstance(p, Tensor):
-            _same_device("getitem", tensor, p)
+            _same_device(op, tensor, p)
             p = p._data
         elif isinstance(p, list):
             p = backend.new_array(p, None, tensor.device)
@@ -815,10 +826,10 @@ def _index(index, tensor):
             p = backend.to_device(p, tensor.device)
         if backend.is_array(p):
             if p.dtype.kind not in "biu":
-                raise TypeError(f"getitem: index arrays must be integer or boolean, got {p.dtype}")
+                raise TypeError(f"{op}: index arrays must be integer or boolean, got {p.dtype}")
             advanced = True
         elif not (p is None or p is Ellipsis or isinstance(p, (slice, int))):
-            raise TypeError(f"getitem: unsupported index of type {type(p).__name__}")
+            raise TypeError(f"{op}: unsupported index of type {type(p).__name__}")
         out.append(p)
     return (tuple(out) if isinstance(index, tuple) or len(out) != 1 else out[0]), advanced
 

@@ -684,6 +684,40 @@ class Scatter(Function):
         return GetItem.apply(gg, index=ctx.index, advanced=ctx.advanced)
 
 
+class SetItem(Function):
+    """A copy of `a` with `value` (broadcast) written at `index`: a[index] = value as recorded on the
+    tape (Tensor.__setitem__). a's gradient is zero where it was overwritten; value's is the
+    gradient there. Where advanced indices repeat, NumPy keeps the last write and each repeat
+    passes the gradient on, as PyTorch's index_put does."""
+    def forward(ctx, a, value, index, advanced=False):
+        ctx.index, ctx.advanced, ctx.value_ndim = index, advanced, getattr(value, "ndim", 0)
+        out = a.copy()
+        out[index] = value
+        return out
+
+    def backward(ctx, g):
+        need_a, need_value = ctx.needs_input_grad
+        ga = gv = None
+        if need_a:
+            ga = g.copy()
+            ga[ctx.index] = 0
+        if need_value:
+            gv = g[ctx.index]
+            if gv.ndim < ctx.value_ndim:  # NumPy lets a value with extra leading 1s fill a smaller region
+                gv = gv.reshape((1,) * (ctx.value_ndim - gv.ndim) + gv.shape)
+        return ga, gv
+
+    def backward_graph(ctx, g):
+        need_a, need_value = ctx.needs_input_grad
+        ga = SetItem.apply(g, 0.0, index=ctx.index, advanced=ctx.advanced) if need_a else None
+        gv = None
+        if need_value:
+            gv = GetItem.apply(g, index=ctx.index, advanced=ctx.advanced)
+            if gv.ndim < ctx.value_ndim:
+                gv = gv.reshape((1,) * (ctx.value_ndim - gv.ndim) + gv.shape)
+        return ga, gv
+
+
 class Cat(Function):
     def forward(ctx, *arrays, axis=0):
         ctx.axis = axis
