@@ -537,3 +537,33 @@ def test_binary_cross_entropy_with_logits_is_stable_at_1e4(dtype):
         loss.sum().backward()
     np.testing.assert_allclose(loss.numpy(), [BIG, BIG, 0.0, 0.0, np.log(2)], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(x.grad.numpy(), [1.0, -1.0, 0.0, 0.0, -0.5], atol=1e-7)
+
+
+def test_backward_with_inputs_accumulates_into_those_tensors_only():
+    rng = np.random.default_rng(3)
+    w, b = leaf(rng.standard_normal((3, 2))), leaf(rng.standard_normal(2))
+    x = tg.Tensor(rng.standard_normal((4, 3)))
+    h = x @ w
+    loss = ((h + b).tanh() ** 2).sum()
+    loss.backward(retain_graph=True)
+    full_w, full_b = w.grad.numpy().copy(), b.grad.numpy().copy()
+    w.grad = b.grad = None
+    loss.backward(inputs=[w], retain_graph=True)
+    np.testing.assert_allclose(w.grad.numpy(), full_w, rtol=1e-12)
+    assert b.grad is None
+    loss.backward(inputs=w, retain_graph=True)  # accumulates, like every backward
+    np.testing.assert_allclose(w.grad.numpy(), 2 * full_w, rtol=1e-12)
+    loss.backward(inputs=[h, b])  # a non-leaf input gets its .grad too
+    (dh,) = tg.grad(((h + b).tanh() ** 2).sum(), h)
+    np.testing.assert_allclose(h.grad.numpy(), dh.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(b.grad.numpy(), full_b, rtol=1e-12)
+
+
+def test_backward_with_inputs_and_create_graph_gives_differentiable_grads():
+    x = leaf(np.array([0.5, -1.5]))
+    (x ** 3).sum().backward(inputs=[x], create_graph=True)
+    assert x.grad.requires_grad
+    (hessian_diagonal,) = tg.grad(x.grad.sum(), x)
+    np.testing.assert_allclose(hessian_diagonal.numpy(), 6 * x.numpy())
+    with pytest.raises(RuntimeError, match="inputs= is an empty sequence"):
+        (x ** 2).sum().backward(inputs=[])

@@ -178,13 +178,14 @@ class Tensor:
         return bool(self.item())
 
     # ---- autograd --------------------------------------------------------------------
-    def backward(self, grad=None, retain_graph=None, create_graph=False):
+    def backward(self, grad=None, retain_graph=None, create_graph=False, inputs=None):
         """Accumulate d(self)/d(leaf) into every leaf's .grad (grad: the upstream gradient).
 
         retain_graph (default: create_graph) keeps the graph for another backward.
         create_graph=True records the backward pass on the tape, so the leaves' .grad are
         Tensors that can be differentiated again (see higher_order.py); they are then
-        accumulated out of place (.grad = .grad + g).
+        accumulated out of place (.grad = .grad + g). inputs (a Tensor or a sequence of them,
+        leaves or not) accumulates into those tensors' .grad only, as PyTorch's inputs= does.
         """
         if not self._requires_grad:
             raise RuntimeError("backward: this tensor does not require grad and has no grad_fn "
@@ -204,10 +205,14 @@ class Tensor:
                 raise ValueError(f"backward: grad is on {backend.device_of(grad)}, the tensor on {self.device}")
             if grad.dtype != self.dtype:
                 grad = grad.astype(self.dtype)
-        if create_graph:
+        if create_graph or inputs is not None:
             from . import higher_order
             on_tape = isinstance(original, Tensor) and original._data is grad  # keep a grad that requires grad
-            higher_order.backward(self, original if on_tape else Tensor._make(grad, None, 0))
+            grad = original if on_tape else Tensor._make(grad, None, 0)
+            if inputs is not None:
+                higher_order.backward_into(self, grad, inputs, retain_graph, create_graph)
+            else:
+                higher_order.backward(self, grad)
             return
         autograd.backward(self, grad, bool(retain_graph))
 

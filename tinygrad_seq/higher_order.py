@@ -274,6 +274,25 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     return tuple(result)
 
 
+def backward_into(root, grad_root, inputs, retain_graph, create_graph):
+    """root.backward(grad_root, inputs=...): d(root)/d(input) accumulated into each input's .grad
+    only (an input the root does not depend on keeps its .grad)."""
+    inputs = _sequence(inputs, "inputs")
+    if not inputs:
+        raise RuntimeError("backward: inputs= is an empty sequence; pass the tensors to accumulate gradients into")
+    grads = grad([root], inputs, [grad_root], retain_graph=retain_graph, create_graph=create_graph,
+                 allow_unused=True)
+    for x, g in zip(inputs, grads):
+        if g is None:
+            continue
+        if x.grad is None:
+            x.grad = g
+        elif create_graph:
+            x.grad = x.grad + g
+        else:
+            x.grad._data += g._data
+
+
 def backward(root, grad):
     """root.backward(grad, create_graph=True): leaf .grad become Tensors on the tape (the graph is kept)."""
     leaves, _ = walk([root], [grad], True, True, retain_grads=True)
