@@ -122,11 +122,16 @@ def test_loss_modules_call_the_functions_with_their_options():
               F.nll_loss(logits.log_softmax(1), target, weight=Tensor(weight))),
              (nn.MSELoss(reduction="none")(logits, logits * 2), F.mse_loss(logits, logits * 2, reduction="none")),
              (nn.BCEWithLogitsLoss()(logits, logits.sigmoid()),
-              F.binary_cross_entropy_with_logits(logits, logits.sigmoid()))]
+              F.binary_cross_entropy_with_logits(logits, logits.sigmoid())),
+             (nn.BCEWithLogitsLoss(weight=[[2.0]], pos_weight=weight, reduction="sum")(logits, logits.sigmoid()),
+              F.binary_cross_entropy_with_logits(logits, logits.sigmoid(), Tensor([[2.0]]), "sum", Tensor(weight)))]
     for got, expected in pairs:
         np.testing.assert_allclose(got.numpy(), expected.numpy())
     loss = nn.CrossEntropyLoss(weight=weight)
     assert list(loss.state_dict()) == ["weight"] and "weight" not in nn.CrossEntropyLoss().state_dict()
+    assert list(nn.BCEWithLogitsLoss(pos_weight=weight).state_dict()) == ["pos_weight"]
+    with pytest.raises(ValueError, match=r"pos_weight of shape \(2,\) does not broadcast to the logits' shape \(5, 3\)"):
+        F.binary_cross_entropy_with_logits(logits, logits.sigmoid(), pos_weight=Tensor([1.0, 2.0]))
     with pytest.raises(ValueError, match="reduction"):
         nn.MSELoss(reduction="avg")
 

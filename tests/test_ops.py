@@ -905,6 +905,38 @@ op("binary_cross_entropy_with_logits", pair_case(uniform(0, 1), with_zeros(-5, 5
                                -x * _reduce_weight(g, x.shape, reduction)))
 
 
+
+@st.composite
+def weighted_bce_case(draw):
+    """BCE with a weight broadcast over leading axes and a pos_weight per class (the last axis)."""
+    shape = draw(shapes(min_dims=1))
+    rng = rng_from(draw)
+    weight_shape = tuple(1 if draw(st.booleans()) else n for n in shape[draw(st.integers(0, len(shape))):])
+    return Case([floats_array(draw, shape, with_zeros(-5, 5)), floats_array(draw, shape, uniform(0, 1))],
+                weight=rng.uniform(0.5, 2.0, weight_shape), pos_weight=rng.uniform(0.2, 3.0, shape[-1:]),
+                reduction=draw(st.sampled_from(["mean", "sum", "none"])))
+
+
+def _softplus(x):
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def _weighted_bce_ref(x, t, weight, pos_weight, reduction):
+    w, p = weight.astype(x.dtype), pos_weight.astype(x.dtype)  # the weights take the logits' dtype
+    return _reduce_ref(w * (_softplus(x) * (1 - t + p * t) - p * t * x), reduction)
+
+
+def _weighted_bce_vjp(g, x, t, weight, pos_weight, reduction):
+    w, p, scale = weight.astype(x.dtype), pos_weight.astype(x.dtype), _reduce_weight(g, x.shape, reduction)
+    return w * (np_sigmoid(x) * (1 - t + p * t) - p * t) * scale, w * (_softplus(x) * (p - 1) - p * x) * scale
+
+
+op("binary_cross_entropy_with_logits_weighted", weighted_bce_case(),
+   lambda d, x, t, weight, pos_weight, reduction: F.binary_cross_entropy_with_logits(
+       x, t, tg.Tensor(weight, device=d), reduction, tg.Tensor(pos_weight, device=d)),
+   _weighted_bce_ref, _weighted_bce_vjp)
+
+
 @st.composite
 def linear_case(draw):
     batch = draw(shapes(max_dims=2, max_side=3))

@@ -136,3 +136,20 @@ def test_tied_state_dict_from_torch_loads_strictly():
     ours.load_state_dict(sd, strict=True)
     idx = np.array([[1, 2, 3], [4, 5, 9]])
     np.testing.assert_allclose(ours(Tensor(idx)).numpy(), theirs(torch.tensor(idx)).detach().numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_weighted_binary_cross_entropy_matches_torch(reduction):
+    rng = np.random.default_rng(7)
+    x, t = rng.standard_normal((4, 3)) * 3, (rng.random((4, 3)) < 0.5).astype(float)
+    weight, pos_weight = rng.random((4, 1)) + 0.5, rng.random(3) * 3
+    ours_x = Tensor(x, dtype="float64", requires_grad=True)
+    ours = nn.BCEWithLogitsLoss(weight=weight, pos_weight=pos_weight, reduction=reduction).double()(
+        ours_x, Tensor(t, dtype="float64"))
+    theirs_x = torch.tensor(x, requires_grad=True)
+    theirs = torch.nn.BCEWithLogitsLoss(weight=torch.tensor(weight), pos_weight=torch.tensor(pos_weight),
+                                        reduction=reduction)(theirs_x, torch.tensor(t))
+    ours.sum().backward()
+    theirs.sum().backward()
+    np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours_x.grad.numpy(), theirs_x.grad.numpy(), rtol=1e-12, atol=1e-15)

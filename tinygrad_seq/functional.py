@@ -168,15 +168,38 @@ def mse_loss(input, target, reduction="mean"):
     return _reduce(diff * diff, reduction, "mse_loss")
 
 
-def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
-    """-[t log sigmoid(x) + (1-t) log(1 - sigmoid(x))] = max(x, 0) - x t + log(1 + exp(-|x|))."""
+def binary_cross_entropy_with_logits(logits, target, weight=None, reduction="mean", pos_weight=None):
+    """-w [p t log sigmoid(x) + (1-t) log(1 - sigmoid(x))], PyTorch's signature and formula.
+
+    With softplus(x) = max(x, 0) + log(1 + exp(-|x|)) = -log(1 - sigmoid(x)) this is
+    w [softplus(x) (1 - t + p t) - p t x]; weight w broadcasts to the logits, pos_weight p
+    (one per class, the last axis) weighs the positive term. Both are constants.
+    """
+    op = "binary_cross_entropy_with_logits"
     target = target if isinstance(target, Tensor) else Tensor(target, dtype=logits.dtype, device=logits.device)
     if logits.shape != target.shape:
-        raise ValueError(f"binary_cross_entropy_with_logits: logits shape {logits.shape} and target "
-                         f"shape {target.shape} differ")
+        raise ValueError(f"{op}: logits shape {logits.shape} and target shape {target.shape} differ")
+    weight, pos_weight = (_loss_constant(op, name, c, logits) for name, c in (("weight", weight),
+                                                                              ("pos_weight", pos_weight)))
     positive = logits.relu()  # -|x| = x - 2 relu(x): the kinks cancel, so the gradient is right at x = 0 too
-    loss = positive - logits * target + (_exp_nonpositive(logits - positive * 2.0) + 1).log()
-    return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
+    softplus = positive + (_exp_nonpositive(logits - positive * 2.0) + 1).log()
+    if pos_weight is None:
+        loss = softplus - logits * target
+    else:
+        weighted_target = target * pos_weight
+        loss = softplus * (1 - target + weighted_target) - logits * weighted_target
+    return _reduce(loss if weight is None else loss * weight, reduction, op)
+
+
+def _loss_constant(op, name, value, logits):
+    """A loss's weight as a constant Tensor that broadcasts to the logits' shape, or None."""
+    if value is None:
+        return None
+    value = value.detach() if isinstance(value, Tensor) else Tensor(value, dtype=logits.dtype, device=logits.device)
+    shape, target = value.shape, logits.shape
+    if len(shape) > len(target) or any(n not in (1, m) for n, m in zip(reversed(shape), reversed(target))):
+        raise ValueError(f"{op}: {name} of shape {shape} does not broadcast to the logits' shape {target}")
+    return value if value.dtype == logits.dtype else value.to(dtype=logits.dtype)
 
 
 def linear(x, weight, bias=None):

@@ -47,7 +47,13 @@ class MSELoss(_Loss):
 
 
 class BCEWithLogitsLoss(_Loss):
-    """F.binary_cross_entropy_with_logits (no per-element weight or pos_weight here)."""
+    """F.binary_cross_entropy_with_logits(input, target, weight, reduction, pos_weight); weight and
+    pos_weight are buffers (they move with .to() and are saved in state_dict), as in PyTorch."""
+
+    def __init__(self, weight=None, reduction="mean", pos_weight=None):
+        super().__init__(reduction)
+        self.register_buffer("weight", None if weight is None else Tensor(weight))
+        self.register_buffer("pos_weight", None if pos_weight is None else Tensor(pos_weight))
 
     def forward(self, input, target):
-        return F.binary_cross_entropy_with_logits(input, target, self.reduction)
+        return F.binary_cross_entropy_with_logits(input, target, self.weight, self.reduction, self.pos_weight)
