@@ -462,6 +462,15 @@ def _reduce_to(grad, shape, dtype, array_type, node, i):
     return grad
 
 
+def _fit(grad, shape, dtype, array_type, node, i):
+    """A backward rule's gradient for input i made to fit it (_reduce_to); a lazy weight gradient
+    (ProductSum) only learns its dtype: it is evaluated once every product for the input has arrived."""
+    if type(grad) is ProductSum:
+        grad.dtype = dtype
+        return grad
+    return _reduce_to(grad, shape, dtype, array_type, node, i)
+
+
 def _run_hooks(hooks, grad):
     for hook in hooks:
         result = hook(Tensor._make(grad, None, 0))
@@ -667,10 +676,8 @@ def _walk(start, index, grad, retain_graph):
                 continue
             g = input_grads[i]
             if g is not None:
-                if type(g) is ProductSum:
-                    g.dtype = edge.dtype  # evaluated later, once every product for this input has arrived
-                elif g.shape != edge.shape or g.dtype != edge.dtype or type(g) is not array_type:
-                    g = _reduce_to(g, edge.shape, edge.dtype, array_type, node, i)
+                if type(g) is not array_type or g.shape != edge.shape or g.dtype != edge.dtype:
+                    g = _fit(g, edge.shape, edge.dtype, array_type, node, i)
                 if type(edge) is LeafEdge:
                     k = id(edge.tensor)
                     current = leaf_grads.get(k)

@@ -44,7 +44,7 @@ import logging
 import math
 
 from . import autograd, backend, higher_order
-from .autograd import Function, ProductSum, _accumulate, _reduce_to
+from .autograd import Function, ProductSum, _accumulate, _fit
 from ._tensor import Tensor, stack, where
 
 __all__ = ["counters", "disabled", "is_enabled", "set_enabled", "Loop", "check_checkpoint"]
@@ -557,15 +557,6 @@ def _backward_ops(ops, contexts, genv, owned, array_type):
                 g = _fit(g, shape, dtype, array_type, ctx, j)
             current = genv[slot]
             genv[slot] = g if current is None else _accumulate(current, g, slot, owned)
-
-
-def _fit(g, shape, dtype, array_type, ctx, j):
-    """A gradient for input j made to fit it: summed back over broadcast axes, cast; a lazy
-    weight gradient (ProductSum) learns the dtype it must be evaluated in."""
-    if type(g) is ProductSum:
-        g.dtype = dtype
-        return g
-    return _reduce_to(g, shape, dtype, array_type, ctx, j)
 
 
 # ---- the runner's entry point ---------------------------------------------------------
