@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_seq as tg
-from tinygrad_seq import backend, optim
+from tinygrad_seq import optim
+from tinygrad_seq.engine import backend
 
 
 def leaf(array):

@@ -1,8 +1,13 @@
-"""Tensor: an array on a device, its gradient, and the node of the tape that made it."""
+"""Tensor: an array on a device, its gradient, and the node of the tape that made it.
+
+Every method that computes calls a primitive of ops.py (or a few of them); backward() runs
+the walk of function.py.
+"""
 import collections
 import operator
 
-from . import autograd, backend, ops
+from . import backend, function, ops
+from .function import TensorBase, modes
 
 
 def _int(op, value, what="axis"):
@@ -57,15 +62,16 @@ def _axis(op, axis, ndim, extra=0):
     return axis % n
 
 
-class Tensor:
+class Tensor(TensorBase):
     """An n-dimensional array that records the ops applied to it for reverse-mode autodiff.
 
     Tensor(data, requires_grad=False, dtype=None, device=None) copies `data` (a scalar,
     nested list, NumPy/CuPy array or Tensor). Floats default to float32, float64 arrays
     stay float64, integers stay integers.
     """
-    __slots__ = ("_data", "grad", "_requires_grad", "_node", "_index", "_hooks", "__weakref__")
-    __array_priority__ = 1000  # so ndarray (op) Tensor defers to Tensor's reflected operators
+    __slots__ = ()
+    __array_priority__ = 1000
+    __array_ufunc__ = None  # ndarray (op) Tensor defers to Tensor's operators; NumPy functions refuse Tensors
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
         if isinstance(data, Tensor):
@@ -78,16 +84,13 @@ class Tensor:
         self._node, self._index, self._hooks = None, 0, None
         self._requires_grad = False
         self.requires_grad = requires_grad
-        if autograd._recorder is not None:  # born inside a time step being captured
-            autograd._recorder.append(self)
 
-    @classmethod
-    def _make(cls, data, node, index):
-        t = cls.__new__(cls)
+    @staticmethod
+    def _make(data, node, index):
+        """A Tensor around `data`, output `index` of `node` (None: a constant); how the engine makes tensors."""
+        t = _new(Tensor)
         t._data, t.grad, t._node, t._index, t._hooks = data, None, node, index, None
         t._requires_grad = node is not None
-        if autograd._recorder is not None:  # born inside a time step being captured
-            autograd._recorder.append(t)
         return t
 
     # ---- attributes ------------------------------------------------------------------
@@ -152,8 +155,7 @@ class Tensor:
     # ---- host access -----------------------------------------------------------------
     def numpy(self):
         """A NumPy copy (or view, on the CPU) of the data, detached from the tape."""
-        if autograd._recorder is not None:  # a captured time step reads a value: it must run eagerly
-            autograd._recorder.append(autograd.HOST_READ)
+        function.refuse("the step reads a value to the host (.item(), .numpy(), bool(), ...)")
         return backend.to_host(self._data)
 
     def item(self):
@@ -183,38 +185,43 @@ class Tensor:
 
         retain_graph (default: create_graph) keeps the graph for another backward.
         create_graph=True records the backward pass on the tape, so the leaves' .grad are
-        Tensors that can be differentiated again (see higher_order.py); they are then
-        accumulated out of place (.grad = .grad + g). inputs (a Tensor or a sequence of them,
-        leaves or not) accumulates into those tensors' .grad only, as PyTorch's inputs= does.
+        Tensors that can be differentiated again; they are then accumulated out of place
+        (.grad = .grad + g). inputs (a Tensor or a sequence of them, leaves or not) accumulates
+        into those tensors' .grad only, as PyTorch's inputs= does.
         """
         if not self._requires_grad:
             raise RuntimeError("backward: this tensor does not require grad and has no grad_fn "
                                "(did you forget requires_grad=True, or run inside no_grad()?)")
-        original = None
         if grad is None:
             if self._data.size != 1:
                 raise RuntimeError(f"backward: grad can be implicitly created only for a tensor with one "
                                    f"element; this one has shape {self.shape}, so pass grad=")
             grad = backend.array_namespace(self._data).ones(self.shape, dtype=self.dtype)
+        elif create_graph and isinstance(grad, Tensor) and grad.dtype == self.dtype:
+            pass  # kept as it is: it may itself require grad
         else:
-            original = grad
             grad = grad._data if isinstance(grad, Tensor) else backend.new_array(grad, self.dtype, self.device)
-            if grad.shape != self.shape:
-                raise ValueError(f"backward: grad has shape {grad.shape}, expected {self.shape}")
             if backend.device_of(grad) != self.device:
                 raise ValueError(f"backward: grad is on {backend.device_of(grad)}, the tensor on {self.device}")
-            if grad.dtype != self.dtype:
-                grad = grad.astype(self.dtype)
-        if create_graph or inputs is not None:
-            from . import higher_order
-            on_tape = isinstance(original, Tensor) and original._data is grad  # keep a grad that requires grad
-            grad = original if on_tape else Tensor._make(grad, None, 0)
-            if inputs is not None:
-                higher_order.backward_into(self, grad, inputs, retain_graph, create_graph)
-            else:
-                higher_order.backward(self, grad)
-            return
-        autograd.backward(self, grad, bool(retain_graph))
+            grad = grad if grad.dtype == self.dtype else grad.astype(self.dtype)
+        if grad.shape != self.shape:
+            raise ValueError(f"backward: grad has shape {grad.shape}, expected {self.shape}")
+        if create_graph and not isinstance(grad, Tensor):
+            grad = Tensor._make(grad, None, 0)
+        targets = None
+        if inputs is not None:
+            targets = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+            if not targets:
+                raise RuntimeError("backward: inputs= is an empty sequence; pass the tensors to accumulate "
+                                   "gradients into")
+            if not all(isinstance(t, Tensor) for t in targets):
+                raise TypeError(f"backward: inputs= must be a Tensor or a sequence of Tensors, got {inputs!r}")
+        retain = create_graph if retain_graph is None else bool(retain_graph)
+        grads, leaves, owned = function.walk([self], [grad], create_graph, retain, targets)
+        for t in (leaves.values() if targets is None else targets):
+            key = id(t) if t._node is None else (t._node, t._index)
+            if key in grads:
+                function.into_grad(t, grads.pop(key), key in owned)
 
     def detach(self):
         """The same data, cut from the tape (shares memory)."""
@@ -323,9 +330,8 @@ class Tensor:
         views and detach()ed copies share, and autograd.mark_modified makes any tape node that
         saved that memory refuse to run backward.
         """
-        if autograd._recorder is not None:  # a time step being captured writes in place: it must run eagerly
-            autograd._recorder.append(autograd.IN_PLACE)
-        if autograd._grad_enabled and (self._requires_grad or any(isinstance(o, Tensor) and o._requires_grad
+        function.refuse("the step writes into a tensor in place")
+        if modes.grad and (self._requires_grad or any(isinstance(o, Tensor) and o._requires_grad
                                                                    for o in others)):
             if self._node is None and self._requires_grad:
                 raise RuntimeError(f"{op}: a leaf tensor that requires grad is being used in an in-place "
@@ -343,7 +349,7 @@ class Tensor:
             hint = "; tensors made by expand are read-only views: .clone() them first" if "read-only" in str(e) else ""
             raise (TypeError if isinstance(e, TypeError) else ValueError)(
                 f"{op}: {e} (tensor of shape {self.shape} and dtype {self.dtype}{hint})") from None
-        autograd.mark_modified(self._data)
+        function.mark_modified(self._data)
         return self
 
     def _array_operand(self, other, op):
@@ -451,7 +457,7 @@ class Tensor:
         if isinstance(other, Tensor):
             _same_device(name, self, other)
             other = other._data
-        with autograd.no_grad():  # an op, so that a captured time step replays it; no gradient
+        with function.no_grad():  # an op, so that a captured time step replays it; no gradient
             return ops.Compare.apply(self, other, name=name)
 
     def __lt__(self, other): return self._compare(other, "__lt__")
@@ -594,19 +600,40 @@ class Tensor:
         return Tensor._make(backend.as_array(out, self.device), None, 0)
 
     def logsumexp(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """log(sum(exp(x))) over `axis`, computed stably (see functional.logsumexp)."""
-        from .functional import logsumexp
-        return logsumexp(self, axis if dim is None else dim, bool(keepdims or keepdim))
+        """log(sum(exp(x))) over `axis`, shifted by the (detached) max so it never overflows."""
+        axes, keepdims = _axes("logsumexp", axis, self.ndim, dim), bool(keepdims or keepdim)
+        x = self if backend.is_floating(self.dtype) else self.double()  # integers: in float64, as NumPy's exp
+        if x.numel() == 0:  # nothing to shift by: a sum over no elements is log(0) = -inf, as in PyTorch
+            with backend.ignore_float_errors():
+                return x.exp().sum(axes, keepdims=keepdims).log()
+        shift = x.detach().amax(axes, keepdims=True)
+        shift = Tensor._make(backend.array_namespace(shift._data).where(  # infinities: shift by 0
+            backend.array_namespace(shift._data).isfinite(shift._data), shift._data, 0), None, 0)
+        out = (x - shift)._exp_nonpositive().sum(axes, keepdims=True).log() + shift
+        return out if keepdims else out.reshape(()) if axes is None else out.squeeze(axes)
+
+    def _exp_nonpositive(self):
+        """exp(z) for z <= 0, exactly 0 where it is negligible next to 1 in z's dtype (exp(-40) ~ 4e-18 in
+        float32): exp, and products with its gradient, stay clear of underflow. NaN stays NaN."""
+        floor = ops.EXP_FLOOR.get(self.dtype.itemsize, -200.0)
+        return where(~(self._data <= floor), self.clip(min=floor).exp(), 0.0)
 
     def softmax(self, axis=-1, *, dim=None):
-        """Softmax along one axis (see functional.softmax)."""
-        from .functional import softmax
-        return softmax(self, axis if dim is None else dim)
+        """exp(x - max) / sum(exp(x - max)) along one axis."""
+        a = _axis("softmax", axis if dim is None else dim, self.ndim)
+        e = (self - self.detach().amax(a, keepdims=True))._exp_nonpositive()
+        return e / e.sum(a, keepdims=True)
 
     def log_softmax(self, axis=-1, *, dim=None):
-        """Log-softmax along one axis, stable for large inputs (see functional.log_softmax)."""
-        from .functional import log_softmax
-        return log_softmax(self, axis if dim is None else dim)
+        """(x - max) - log(sum(exp(x - max))) along one axis: one op (ops.LogSoftmax), stable for any magnitude.
+
+        Subtracting log(sum) from the shifted values, not logsumexp from x, avoids cancellation:
+        at |x| ~ 1e4 in float32, x - logsumexp(x) loses three digits.
+        """
+        a = _axis("log_softmax", axis if dim is None else dim, self.ndim)
+        if self.numel() == 0 or not backend.is_floating(self.dtype):
+            return self - self.logsumexp(a, keepdims=True)
+        return ops.LogSoftmax.apply(self, axis=a)[0]
 
     # ---- shape -----------------------------------------------------------------------
     def reshape(self, *shape):
@@ -753,7 +780,7 @@ class Tensor:
         return iter(self.unbind(0))
 
 
-autograd.Tensor = Tensor  # the engine wraps arrays in Tensors without importing this module
+_new = object.__new__
 
 ValuesIndices = collections.namedtuple("ValuesIndices", ["values", "indices"])
 ValuesIndices.__doc__ = "(values, indices), what max(dim), min(dim) and topk return (PyTorch's return_types)."

@@ -3,7 +3,7 @@
 A device string ("cpu", "cuda", "cuda:N") maps to an array namespace (NumPy or CuPy);
 everything else in tinygrad_seq asks this module for the namespace, for transfers
 between host and device, for scatter-add and for random numbers (and their state).
-The one other module that imports NumPy is serialization.py, for host-side file I/O.
+The one other place that imports NumPy is tinygrad_seq.io, for host-side file I/O.
 """
 import numpy
 
@@ -239,8 +239,8 @@ def is_integer(dt):
 
 
 def array_namespace(array):
-    """The namespace that computes on `array` (fast path for host arrays)."""
-    if type(array) is numpy.ndarray:
+    """The namespace that computes on `array` (fast path for host arrays; NumPy scalars are host values)."""
+    if type(array) is numpy.ndarray or isinstance(array, numpy.generic):
         return numpy
     return _backend(device_of(array)).xp
 

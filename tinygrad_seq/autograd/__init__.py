@@ -1,0 +1,12 @@
+"""Gradients as values: grad() (PyTorch's torch.autograd.grad), the function transforms in
+`functional` (vjp, jvp, hvp, jacobian, hessian) and `gradcheck`. All of them run the engine's
+one walk (engine/function.py); with create_graph the rules run on Tensors, so the gradients
+are on the tape and can be differentiated again.
+"""
+from ..engine.function import Function, detect_anomaly, enable_grad, no_grad, set_grad_enabled
+from . import functional
+from .grad import grad
+from .gradcheck import gradcheck, gradgradcheck
+
+__all__ = ["Function", "detect_anomaly", "enable_grad", "functional", "grad", "gradcheck", "gradgradcheck", "no_grad",
+           "set_grad_enabled"]
