@@ -105,10 +105,8 @@ def recorder(cell, capture, T, checkpoint):
         reason = "switched off"
     elif not modes.grad:
         reason = "grad mode is off"
-    elif modes.anomaly:
-        reason = "detect_anomaly is on"
-    elif modes.observer is not None:
-        reason = "inside a step being recorded"
+    elif modes.observer is not None:  # a step being recorded, or detect_anomaly
+        reason = modes.observer.reason
     elif T < 3:
         reason = "a sequence of fewer than three steps"
     if reason is None:
@@ -130,6 +128,7 @@ class Recorder:
     It is the observer the engine tells about each op (`op`) and about what cannot be replayed
     (`refuse`), for the steps run inside `record`.
     """
+    reason = "inside a step being recorded"  # what an observer started inside a step makes it refuse
 
     def __init__(self, checkpoint):
         self.checkpoint, self.steps, self.log, self.refused = checkpoint, [], None, None
@@ -139,6 +138,9 @@ class Recorder:
 
     def refuse(self, reason):
         self.refused = self.refused or reason
+
+    def rule(self, node, grads):
+        pass
 
     def record(self, step, x_t, state, constants):
         """step(x_t, state, *constants), eagerly on the tape, with every op it runs logged."""
@@ -374,12 +376,14 @@ def _source(run, names):
     for k, slot in enumerate(run.outputs):
         lines += [f"    q = grads[{k}]", "    if q is not None:",
                   f"        g{slot} = q if g{slot} is None else add(g{slot}, q, {slot}, owned)"]
+    lazy = {op.args[j] for op in ops_ for j in getattr(op.cls, "lazy_grads", ())}  # slots a rule may give a ProductSum
     for i, op in reversed(list(enumerate(ops_))):
         if not op.grad_args:
             continue
         outs = [f"g{op.out + k}" for k in range(op.n_out)]
         lines.append(f"    if {' or '.join(f'{g} is not None' for g in outs)}:")
-        lines += [f"        if type({g}) is PS: {g} = {g}.evaluate()" for g in outs]
+        lines += [f"        if type(g{s}) is PS: g{s} = g{s}.evaluate()" for s in range(op.out, op.out + op.n_out)
+                  if s in lazy]
         lines += [f"        r = c{i}.backward({', '.join(outs)})", "        if type(r) is not tuple: r = (r,)"]
         for j, slot in op.grad_args:
             lines += [f"        q = r[{j}]", "        if q is not None:",
@@ -457,7 +461,8 @@ class Loop(Function):
                     state = new if i + 2 < run.shortest else _select(run.valid[i + 2], new, state)
             for i in reversed(range(start, stop)):
                 if g_out is not None:
-                    g_state[0] = accumulate(g_state[0], g_out[i + 2], "out", set())
+                    g_state[0] = g_out[i + 2] if g_state[0] is None else accumulate(g_state[0], g_out[i + 2], "out",
+                                                                                    set())
                 g_state = _backward_step(ctx, contexts[i - start], g_state, i, dxs, summed, owned)
             if run.every:  # memory per segment: evaluate the lazy weight gradients now
                 for k, g in enumerate(summed):
@@ -486,7 +491,7 @@ def _backward_step(ctx, contexts, g_state, i, dxs, summed, owned):
         dxs[i] = 0 if g_x is None else g_x.evaluate() if type(g_x) is ProductSum else g_x
     for k, g in enumerate(g_outside):
         if g is not None:
-            summed[k] = accumulate(summed[k], g, k, owned)
+            summed[k] = g if summed[k] is None else accumulate(summed[k], g, k, owned)
     if passed is not None:
         new_state = [p if g is None else g if p is None else accumulate(g, p, "passed", set())
                      for g, p in zip(new_state, passed)]

@@ -3,8 +3,10 @@
 one walk (engine/function.py); with create_graph the rules run on Tensors, so the gradients
 are on the tape and can be differentiated again.
 """
-from ..engine.function import Function, detect_anomaly, enable_grad, no_grad, set_grad_enabled
+from ..engine.function import enable_grad, no_grad, set_grad_enabled
 from . import functional
+from .anomaly import detect_anomaly
+from .function import Function
 from .grad import grad
 from .gradcheck import gradcheck, gradgradcheck
 

@@ -145,7 +145,12 @@ def device_of(array):
 
 
 def is_array(obj):
-    return any(isinstance(obj, b.array_type) for b in _backends.values())
+    if type(obj) is numpy.ndarray:
+        return True
+    for b in _backends.values():
+        if isinstance(obj, b.array_type):
+            return True
+    return False
 
 
 def to_device(array, device):

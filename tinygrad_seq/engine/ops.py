@@ -13,11 +13,34 @@ from .backend import array_namespace
 from .function import Function, ProductSum, TensorBase
 
 
+# Rules run on arrays, and on Tensors under create_graph. These helpers do what NumPy functions would,
+# for both: directly on arrays (the hot path), as recorded ops on Tensors.
+
 def _zeros(like, shape, dtype):
-    """Zeros of `shape` where `like` lives: an array, or a constant Tensor when `like` is one (create_graph)."""
+    """Zeros of `shape` where `like` lives: an array, or a constant Tensor when `like` is one."""
     data = like._data if isinstance(like, TensorBase) else like
     zeros = array_namespace(data).zeros(shape, dtype=dtype)
     return like._make(zeros, None, 0) if isinstance(like, TensorBase) else zeros
+
+
+def _concatenate(parts, axis):
+    if isinstance(parts[0], TensorBase):
+        return Cat.apply(*parts, axis=axis)
+    return array_namespace(parts[0]).concatenate(parts, axis=axis)
+
+
+def _stack(parts, axis):
+    if isinstance(parts[0], TensorBase):
+        return Stack.apply(*parts, axis=axis)
+    return array_namespace(parts[0]).stack(parts, axis=axis)
+
+
+def _all_present(grads):
+    """No None among `grads` (a plain loop: `None in grads` would compare arrays elementwise)."""
+    for g in grads:
+        if g is None:
+            return False
+    return True
 
 
 def _namespace(*values):
@@ -251,6 +274,7 @@ def softmax_rule(p, g_p, axis, grad=None):
 
 class Matmul(Function):
     """a @ b with NumPy's rules: 1-D operands, batched and broadcasting stacks."""
+    lazy_grads = (1,)  # b's gradient may come back as a ProductSum
     def forward(ctx, a, b):
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {a.shape} and {b.shape}")
@@ -416,7 +440,7 @@ class SetItem(Function):
 
 class Cat(Function):
     def forward(ctx, *arrays, axis=0):
-        ctx.axis, ctx.sizes = axis, tuple(a.shape[axis] for a in arrays)
+        ctx.axis, ctx.sizes = axis, [a.shape[axis] for a in arrays]
         return array_namespace(arrays[0]).concatenate(arrays, axis=axis)
 
     def backward(ctx, g):
@@ -443,9 +467,10 @@ class Unbind(Function):
         return tuple([a[lead + (k,)] for k in range(a.shape[axis])])
 
     def backward(ctx, *grads):
-        like = next(g for g in grads if g is not None)
-        part = ctx.shape[:ctx.axis] + ctx.shape[ctx.axis + 1:]
-        return Stack.call(*[_zeros(like, part, ctx.dtype) if g is None else g for g in grads], axis=ctx.axis)
+        if not _all_present(grads):  # a gradient that did not come is zeros
+            like, part = next(g for g in grads if g is not None), ctx.shape[:ctx.axis] + ctx.shape[ctx.axis + 1:]
+            grads = [_zeros(like, part, ctx.dtype) if g is None else g for g in grads]
+        return _stack(grads, ctx.axis)
 
 
 class Split(Function):
@@ -459,10 +484,11 @@ class Split(Function):
         return tuple(outs)
 
     def backward(ctx, *grads):
-        like, axis = next(g for g in grads if g is not None), ctx.axis
-        parts = [_zeros(like, ctx.shape[:axis] + (n,) + ctx.shape[axis + 1:], ctx.dtype) if g is None else g
-                 for g, n in zip(grads, ctx.sizes)]
-        return Cat.call(*parts, axis=axis)
+        if not _all_present(grads):  # a gradient that did not come is zeros
+            like, axis = next(g for g in grads if g is not None), ctx.axis
+            grads = [_zeros(like, ctx.shape[:axis] + (n,) + ctx.shape[axis + 1:], ctx.dtype) if g is None else g
+                     for g, n in zip(grads, ctx.sizes)]
+        return _concatenate(grads, ctx.axis)
 
 
 class Compare(Function):

@@ -7,7 +7,9 @@ into a contiguous array, returning (per-step inputs, constants); and step(x_t, s
 *constants) once per time step: the cell's equations. forward(x, state) is PyTorch's one-step
 cell API and runs the same step.
 """
-from ..engine.tensor import zeros
+import functools
+
+from ..engine.tensor import full, zeros
 from . import init
 from .module import Module, Parameter, check_input
 
@@ -96,11 +98,34 @@ class LSTMCell(RNNCellBase):
     def initial_state(self, batch_size):
         return super().initial_state(batch_size), super().initial_state(batch_size)
 
-    def step(self, x_t, state, w_hh_t):
+    def prepare_sequence(self, x):
+        """As for every cell, with the i, f and o rows of the projected inputs and of the recurrent weight
+        halved once here, so that step does not halve them at every time step."""
+        T, B, I = x.shape
+        scale, shift = _gate_scales(self.hidden_size, self.weight_hh.dtype, self.weight_hh.device)
+        inputs = (self.project(x.reshape(T * B, I)) * scale).reshape(T, B, -1)
+        return inputs, (self.weight_hh.T.contiguous() * scale, scale, shift, True)
+
+    def constants(self, w_hh_t):
+        return (w_hh_t,) + _gate_scales(self.hidden_size, self.weight_hh.dtype, self.weight_hh.device) + (False,)
+
+    def step(self, x_t, state, w_hh_t, scale, shift, halved):
+        """Gates i, f, o = sigmoid(.), g = tanh(.) of z = x_t + h W_hh^T, all four from ONE tanh: sigmoid(z) =
+        tanh(z / 2) / 2 + 1 / 2. `scale` is 1/2 on the i, f, o rows and 1 on g, `shift` 1/2 and 0; the rows of
+        z are halved here, or already (`halved`: prepare_sequence halved the weights once per sequence)."""
         h, c = state
-        i, f, g, o = (x_t + h @ w_hh_t).chunk(4, 1)
-        c = f.sigmoid() * c + i.sigmoid() * g.tanh()
-        return o.sigmoid() * c.tanh(), c
+        z = x_t + h @ w_hh_t
+        i, f, g, o = ((z if halved else z * scale).tanh() * scale + shift).chunk(4, 1)
+        c = f * c + i * g
+        return o * c.tanh(), c
+
+
+@functools.lru_cache(maxsize=32)
+def _gate_scales(hidden_size, dtype, device):
+    """LSTMCell.step's `scale` and `shift` (constants, made once per size, dtype and device)."""
+    scale = full((4 * hidden_size,), 0.5, dtype=dtype, device=device)
+    scale[2 * hidden_size:3 * hidden_size] = 1.0
+    return scale, 1.0 - scale
 
 
 class GRUCell(RNNCellBase):
