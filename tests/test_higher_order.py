@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import tinygrad_seq as tg
 from tinygrad_seq import Function, Tensor
 from tinygrad_seq.engine import ops
-from tinygrad_seq.nn import fused
+from tinygrad_seq.tensors import fused
 from tinygrad_seq.autograd.gradcheck import GradcheckError, gradgradcheck
 from test_ops import OPS, leaves
 

@@ -23,7 +23,7 @@ from hypothesis.extra import numpy as hnp
 import tinygrad_seq as tg
 from tinygrad_seq import functional as F
 from tinygrad_seq.engine import ops
-from tinygrad_seq.nn import fused
+from tinygrad_seq.tensors import fused
 from tinygrad_seq.engine.backend import parse_device
 from tinygrad_seq.autograd.gradcheck import gradcheck
 

@@ -1,15 +1,16 @@
 """tinygrad_seq: a small reverse-mode autodiff engine on NumPy/CuPy for recurrent networks.
 
-Layers, each importing only the ones below it: engine (backend, Tensor, Function and the walk,
-the primitives), capture (the recorded time loop), autograd (grad, transforms, gradcheck), nn,
-optim, data, io (checkpoints), distributed; threads and diagnostics on top.
+Layers, each importing only the ones below it: engine (backend, the engine's Tensor, Function and
+the walk, the primitives); tensors (tg.Tensor with PyTorch's everyday methods, creation functions);
+capture (the recorded time loop); autograd (grad, transforms, gradcheck, PyTorch-style Functions,
+detect_anomaly); nn; optim; data; io (checkpoints); distributed; threads and diagnostics on top.
 """
 from .engine.backend import (bool_, float16, float32, float64, get_rng_state, int8, int16, int32, int64, manual_seed,
                              set_rng_state, uint8)
 from .engine.function import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
-from .engine.tensor import (Tensor, arange, cat, from_numpy, full, maximum, minimum, ones, ones_like, rand, randn,
-                            stack, tensor, where, zeros, zeros_like)
-from . import autograd, capture, data, diagnostics, distributed, engine, io, nn, optim, threads, utils
+from .tensors import (Tensor, arange, cat, from_numpy, full, maximum, minimum, ones, ones_like, rand, randn, stack,
+                      tensor, where, zeros, zeros_like)
+from . import autograd, capture, data, diagnostics, distributed, engine, io, nn, optim, tensors, threads, utils
 from .autograd import Function, detect_anomaly, grad, gradcheck, gradgradcheck
 from .autograd import functional as autograd_functional
 from .diagnostics import gradient_flow, to_dot
@@ -27,4 +28,4 @@ __all__ = ["Function", "Tensor", "arange", "autograd", "autograd_functional", "b
            "gradgradcheck", "gradient_flow", "half", "inference_mode", "int8", "int16", "int32", "int64", "io",
            "is_grad_enabled", "load", "long", "manual_seed", "maximum", "minimum", "nn", "no_grad", "ones",
            "ones_like", "optim", "rand", "randn", "save", "set_grad_enabled", "set_num_threads", "set_rng_state",
-           "stack", "tensor", "threads", "to_dot", "uint8", "utils", "where", "zeros", "zeros_like"]
+           "stack", "tensor", "tensors", "threads", "to_dot", "uint8", "utils", "where", "zeros", "zeros_like"]

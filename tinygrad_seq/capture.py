@@ -41,7 +41,7 @@ import threading
 
 from .engine import backend, ops
 from .engine.function import Function, ProductSum, TensorBase, accumulate, fit, modes, observed, walk
-from .engine.tensor import Tensor, stack, where
+from .engine.tensor import Tensor
 
 __all__ = ["counters", "disabled", "is_enabled", "set_enabled", "Loop", "check_checkpoint"]
 
@@ -510,7 +510,7 @@ def _on_tape(ctx, grads):
     for slot, tensor in zip(run.outside, inputs[3 + S:]):
         env[slot] = tensor
     state, outputs = inputs[3:3 + S], list(inputs[1:3])
-    for i, x_t in enumerate(inputs[0].unbind(0)):
+    for i, x_t in enumerate(ops.Unbind.apply(inputs[0], axis=0)):
         env[0], env[1:1 + S] = x_t, state
         for op in run.step_ops:
             out = op.cls.apply(*[env[s] for s in op.args], **op.kwargs)
@@ -518,10 +518,11 @@ def _on_tape(ctx, grads):
         new = [env[s] for s in run.outputs]
         if i + 2 >= run.shortest:
             valid = run.valid[i + 2]
-            new = [where(valid.reshape(valid.shape + (1,) * (n.ndim - 1)), n, o) for n, o in zip(new, state)]
+            new = [ops.Where.apply(valid.reshape(valid.shape + (1,) * (n.ndim - 1)), n, o) for n, o in zip(new, state)]
         state = new
         outputs.append(state[0])
-    pairs = [(r, g) for r, g in zip([stack(outputs)] + state, grads) if g is not None and r.requires_grad]
+    pairs = [(r, g) for r, g in zip([ops.Stack.apply(*outputs, axis=0)] + state, grads)
+             if g is not None and r.requires_grad]
     wanted = [t for t, edge in zip(inputs, ctx.parents) if edge is not None]
     found, _, _ = walk([r for r, _ in pairs], [g for _, g in pairs], create_graph=True, retain_graph=True,
                        targets=wanted, retain=False) if pairs else ({}, None, None)

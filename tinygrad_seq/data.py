@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from .engine import backend
-from .engine.tensor import Tensor, stack
+from .tensors import Tensor, stack
 
 __all__ = ["Dataset", "TensorDataset", "Sampler", "SequentialSampler", "RandomSampler", "BatchSampler",
            "BucketBatchSampler", "DataLoader", "default_collate", "PadCollate"]

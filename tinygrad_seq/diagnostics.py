@@ -20,7 +20,7 @@ from .engine.function import Function, LeafEdge, enable_grad, no_grad
 from .autograd.grad import grad
 from .nn.module import Module
 from .nn.recurrent import Recurrent, RNNBase, _layout, run_layers
-from .engine.tensor import Tensor, cat, stack, zeros_like
+from .tensors import Tensor, cat, stack, zeros_like
 
 __all__ = ["gradient_flow", "to_dot", "state_jacobians", "jacobian_product_singular_values", "lyapunov_exponents"]
 

@@ -39,7 +39,7 @@ import traceback
 
 from .engine import backend
 from .engine.function import enable_grad
-from .engine.tensor import Tensor
+from .tensors import Tensor
 
 __all__ = ["Communicator", "LocalCommunicator", "MPICommunicator", "NCCLCommunicator", "init", "get_world",
            "is_main_process", "barrier", "broadcast_parameters", "broadcast_optimizer_state",

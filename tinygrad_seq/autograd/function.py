@@ -15,7 +15,7 @@ import inspect
 
 from ..engine import backend, function
 from ..engine.function import TensorBase, enable_grad, no_grad
-from ..engine.tensor import Tensor
+from ..tensors import Tensor
 
 __all__ = ["Function"]
 

@@ -15,7 +15,7 @@ default its derivative is zeros, as in PyTorch. Import it as PyTorch's:
 `from tinygrad_seq.autograd.functional import hvp`.
 """
 from ..engine.function import enable_grad
-from ..engine.tensor import Tensor, ones_like, stack, zeros_like
+from ..tensors import Tensor, ones_like, stack, zeros_like
 from .grad import grad
 
 __all__ = ["vjp", "jvp", "vhp", "hvp", "jacobian", "hessian"]

@@ -1,7 +1,7 @@
 """grad(): PyTorch's torch.autograd.grad, on the engine's one walk."""
 from ..engine import backend
 from ..engine.function import ProductSum, walk
-from ..engine.tensor import Tensor
+from ..tensors import Tensor
 
 __all__ = ["grad"]
 

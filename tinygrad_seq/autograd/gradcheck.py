@@ -4,7 +4,7 @@ import random
 
 from ..engine import backend
 from ..engine.function import enable_grad, no_grad
-from ..engine.tensor import Tensor
+from ..tensors import Tensor
 from .grad import grad
 
 

@@ -22,8 +22,10 @@ from . import backend
 
 
 class _Modes(threading.local):
-    grad = True      # record ops on the tape
-    observer = None  # told about every op, rule, host read and in-place write (see `observed`)
+    def __init__(self):  # runs once in each thread
+        self.grad = True      # record ops on the tape
+        self.observer = None  # told about every op, rule, host read and in-place write (see `observed`)
+        self.saved = []       # the modes to restore when the `with` blocks entered in this thread exit
 
 
 modes = _Modes()
@@ -39,20 +41,17 @@ class _GradMode:
     enabled = True
 
     def __enter__(self):
-        self.__dict__.setdefault("_previous", []).append(modes.grad)
+        modes.saved.append(modes.grad)
         modes.grad = self.enabled
 
     def __exit__(self, *exc):
-        modes.grad = self._previous.pop()
+        modes.grad = modes.saved.pop()
 
     def __call__(self, fn):
         @functools.wraps(fn)
-        def wrapper(*args, **kwargs):  # keeps no state on self: the decorated function may run in several threads
-            previous, modes.grad = modes.grad, self.enabled
-            try:
+        def wrapper(*args, **kwargs):
+            with self:
                 return fn(*args, **kwargs)
-            finally:
-                modes.grad = previous
         return wrapper
 
 
@@ -71,21 +70,24 @@ class inference_mode(_GradMode):
         self.enabled = not mode
 
 
-class set_grad_enabled(_GradMode):
+class set_grad_enabled:
     """set_grad_enabled(mode): switch recording on or off now; used with `with`, the old mode comes back at exit."""
     def __init__(self, mode):
-        self.enabled, self._previous, modes.grad = bool(mode), [modes.grad], bool(mode)
+        self.previous, modes.grad = modes.grad, bool(mode)
 
     def __enter__(self):
         return self
 
+    def __exit__(self, *exc):
+        modes.grad = self.previous
+
 
 @contextlib.contextmanager
 def observed(observer):
-    """Inside the block, in this thread, tell `observer` about the tape: observer.op(ctx, args,
-    kwargs, result) after each op's forward, observer.rule(node, grads) after each rule the walk
-    runs, and observer.refuse(reason) for what a recording cannot replay (a host read, an in-place
-    write). An observer already watching is told to refuse, with the new one's `reason`."""
+    """Inside the block, in this thread, tell `observer` about the tape: observer.op(ctx, args, kwargs,
+    result) after each forward, observer.rule(node, grads) after each rule the walk runs, and
+    observer.refuse(reason) for what a recording cannot replay (a host read, an in-place write).
+    An observer already watching is told to refuse, with the new one's `reason`."""
     previous = modes.observer
     if previous is not None:
         previous.refuse(observer.reason)
@@ -97,7 +99,7 @@ def observed(observer):
 
 
 def refuse(reason):
-    """Tell the observer, if any, that what runs now cannot be recorded (Tensor.numpy, in-place ops)."""
+    """Tell the observer, if any, that what runs now cannot be recorded (Tensor.numpy, in-place writes)."""
     if modes.observer is not None:
         modes.observer.refuse(reason)
 
@@ -105,17 +107,14 @@ def refuse(reason):
 # ---- the graph -----------------------------------------------------------------------------
 
 class TensorBase:
-    """What the tape knows of a tensor: its array, gradient and the node that made it.
-
-    Tensor (tensor.py) is the one subclass. The engine makes new tensors with `t._make(array,
-    node, index)` of a tensor it was given, so this module needs no import of Tensor.
-    """
+    """What the tape knows of a tensor: its array, gradient and the node that made it. The engine
+    makes new tensors with `t._make(array, node, index)` of a tensor it was given (tensor.py)."""
     __slots__ = ("_data", "grad", "_requires_grad", "_node", "_index", "_hooks", "__weakref__")
 
 
 class Edge:
-    """Where the gradient of an op's input goes: output `index` of `node`. `id` names the array
-    that flowed along it, so that under create_graph a rule that kept it gets it back on the tape."""
+    """Where the gradient of an op's input goes: output `index` of `node`. `id` names the array that
+    flowed along it: under create_graph, a rule that kept that array gets it back on the tape."""
     __slots__ = ("node", "index", "shape", "dtype", "id")
 
     def __init__(self, node, index, data):
@@ -131,8 +130,8 @@ class LeafEdge:
 
 
 class _NeedsInputGrad:
-    """`ctx.needs_input_grad`: one bool per input, does it want a gradient? Read from `parents`,
-    unless the node holds its own value (a non-data descriptor: the captured loop sets it once)."""
+    """`ctx.needs_input_grad`: one bool per input, from `parents`; a non-data descriptor, so that the
+    captured loop can set it once per replayed op."""
 
     def __get__(self, ctx, owner=None):
         return self if ctx is None else tuple([p is not None for p in ctx.parents])
@@ -142,19 +141,17 @@ _host = backend.ndarray
 
 
 class Function:
-    """A differentiable primitive: forward on arrays and ONE derivative rule (tinygrad style: ctx is the instance).
+    """A differentiable primitive: forward on arrays and ONE derivative rule (ctx is the instance).
 
     forward(ctx, *arrays, **kwargs) gets raw backend arrays (other arguments as they are),
     returns an array or a tuple of arrays, and keeps on `ctx` what backward needs.
-    backward(ctx, *grads) gets one gradient per output (None for outputs without one) and
-    returns one per input (None where `ctx.needs_input_grad[i]` is false); a broadcast input's
-    gradient may come back at the broadcast shape. The ordinary walk runs backward on arrays;
-    under create_graph it runs the same rule on Tensors, where every array kept on ctx that is
-    one of the op's inputs or outputs is that Tensor on the tape (other kept arrays are
-    constants). A rule written with operators, array methods (reshape, sum, T, astype,
-    indexing) and other primitives (`Op.call`) is therefore differentiable again; one that calls
-    NumPy functions works on arrays only. Call it with `Op.apply(*args, **kwargs)`.
-    (tg.Function, in autograd/, adds PyTorch's style on top of this one.)
+    backward(ctx, *grads) gets one gradient per output (None where none came) and returns one
+    per input (None where `ctx.needs_input_grad[i]` is false), at the broadcast shape if need be.
+    The ordinary walk runs it on arrays. Under create_graph it runs the same rule on Tensors,
+    where every array kept on ctx that is one of the op's inputs or outputs is that Tensor on
+    the tape (other kept arrays are constants): a rule written with operators, array methods
+    (reshape, sum, T, astype, indexing) and other primitives (`Op.call`) is differentiable
+    again. Call an op with `Op.apply(*args, **kwargs)`; tg.Function adds PyTorch's style.
     """
     __slots__ = ("parents", "array_type", "n_outputs", "out_ids", "hooks", "released", "epoch", "__dict__")
     forward_on_arrays = True  # False for PyTorch-style Functions, whose forward takes Tensors
@@ -199,8 +196,7 @@ class Function:
 
     @classmethod
     def call(cls, *args, **kwargs):
-        """This primitive inside a derivative rule: applied (recorded) when an argument is a Tensor
-        (create_graph), else its forward run on the arrays directly."""
+        """This primitive inside a rule: applied (recorded) if an argument is a Tensor, else run on the arrays."""
         for a in args:
             if isinstance(a, TensorBase):
                 return cls.apply(*args, **kwargs)
@@ -216,7 +212,7 @@ class Function:
                 if first is None:
                     first, array_type = a, type(data)
                 elif type(data) is not array_type or array_type is not _host:
-                    _check_devices(cls, args)
+                    check_devices(cls, args)
                 arrays.append(data)
                 if a._requires_grad:
                     record = True
@@ -266,8 +262,7 @@ class Function:
 
 
 def _as_output(ctx, value, like):
-    """A forward result that is not an array: a NumPy scalar becomes a 0-d array (also where ctx kept it,
-    so that the rule sees the output itself); anything else is a mistake."""
+    """A NumPy scalar result becomes a 0-d array (where ctx kept it too, so that the rule sees the output)."""
     if getattr(value, "ndim", None) == 0 and hasattr(value, "dtype") and not isinstance(value, TensorBase):
         array = backend.as_array(value, backend.device_of(like._data))
         for name, kept in ctx.__dict__.items():
@@ -279,12 +274,12 @@ def _as_output(ctx, value, like):
                     "Tensors in and out)")
 
 
-def _check_devices(cls, args):
+def check_devices(cls, args):
     """Raise if the Tensor arguments of an op live on different devices."""
     devices = list(dict.fromkeys(backend.device_of(a._data) for a in args if isinstance(a, TensorBase)))
     if len(devices) > 1:
-        raise ValueError(f"{cls.__name__.lower()}: tensors are on different devices "
-                         f"({' and '.join(devices)}); move them with .to(device) first")
+        raise ValueError(f"{cls.__name__.lower()}: tensors are on different devices ({' and '.join(devices)}); "
+                         "move them with .to(device) first")
 
 
 class OpIndexError(IndexError, ValueError):
@@ -292,7 +287,7 @@ class OpIndexError(IndexError, ValueError):
 
 
 def _op_error(op, error, args, kwargs):
-    """Re-raise a backend error with the op's name and what it was given."""
+    """A backend error with the op's name and what it was given."""
     message = str(error)
     if message.startswith(op + ":"):
         return error
@@ -309,8 +304,8 @@ _modified = {}  # id(buffer) -> (epoch of its last in-place write, weakref that 
 
 
 def mark_modified(array):
-    """Record an in-place write into `array`'s memory (Tensor.add_ and friends call this). Nodes made
-    before it that kept any view of that memory refuse to run backward (`_check_kept`)."""
+    """Record an in-place write into `array`'s memory: nodes made before it that kept any view of that
+    memory refuse to run backward (_check_kept). The cost is never on Function.apply."""
     global _epoch
     while backend.is_array(array.base):
         array = array.base
@@ -320,27 +315,29 @@ def mark_modified(array):
     _modified[key] = (_epoch, entry[1] if entry else weakref.ref(array, lambda _, k=key: _modified.pop(k, None)))
 
 
+def epoch():
+    """The number of in-place writes so far (a node made now records it)."""
+    return _epoch
+
+
 def _check_kept(node):
     for a in node.kept_arrays():
         while backend.is_array(a.base):
             a = a.base
         entry = _modified.get(id(a))
         if entry is not None and entry[0] > node.epoch:
-            raise RuntimeError(f"backward: one of the variables needed for gradient computation has been modified "
-                               f"by an inplace operation: {node.name} saved an array that was written in place "
-                               "(add_, mul_, copy_, ...) after the op ran, so its gradient would be wrong. Use the "
-                               "out-of-place op (x = x * 2), or .clone() the tensor before changing it")
+            raise RuntimeError(f"backward: one of the variables needed for gradient computation has been modified by "
+                               f"an inplace operation: {node.name} saved an array that was written in place (add_, "
+                               "mul_, copy_, ...) after the op ran, so its gradient would be wrong. Use the out-of-place "
+                               "op (x = x * 2), or .clone() the tensor before changing it")
 
 
 # ---- gradients: lazy weight products, summing, fitting -------------------------------------
 
 class ProductSum:
-    """A gradient kept unevaluated: sum_k lefts[k].T @ rights[k] (a matmul's weight gradient).
-
-    When one weight multiplies the hidden state at every time step, T of these reach it; the
-    walk gathers them and evaluates them as ONE matmul over the stacked rows, as hand-written
-    BPTT computes dW_hh, instead of T thin matmuls and T full-size additions.
-    """
+    """A gradient kept unevaluated: sum_k lefts[k].T @ rights[k] (a matmul's weight gradient). A weight
+    read at every time step gets T of these; the walk evaluates them as ONE matmul over the stacked
+    rows, as hand-written BPTT computes dW_hh, not T thin matmuls and T additions."""
     __slots__ = ("lefts", "rights", "dtype")
 
     def __init__(self, left, right):
@@ -361,10 +358,10 @@ def _value(g):
 
 
 def accumulate(current, g, key, owned):
-    """current + g: a second or later gradient reaching the place named `key`; the one place gradients
-    are summed. It never writes into an array a rule returned: the first gradient is borrowed, the
-    second allocates a buffer that we own (its key goes into `owned`), later ones add into it in
-    place. Tensors (create_graph) are added out of place. Lazy products are gathered."""
+    """current + g, a later gradient reaching the place named `key`: the one place gradients are summed.
+    It never writes into an array a rule returned: the first is borrowed, the second allocates a
+    buffer we own (its key goes into `owned`), later ones add into it in place. Tensors
+    (create_graph) are added out of place; lazy products are gathered."""
     if type(current) is ProductSum and type(g) is ProductSum:
         current.lefts += g.lefts
         current.rights += g.rights
@@ -385,7 +382,7 @@ def accumulate(current, g, key, owned):
 
 
 def fit(g, shape, dtype, array_type, node, i):
-    """A rule's gradient for input i made to fit the input: broadcast axes summed (the one place this
+    """A rule's gradient for input i fitted to that input: broadcast axes summed (the one place this
     happens), the dtype cast back, the device checked. A lazy product only learns its dtype."""
     if type(g) is ProductSum:
         g.dtype = dtype
@@ -408,8 +405,8 @@ def fit(g, shape, dtype, array_type, node, i):
 
 
 def into_grad(tensor, g, own):
-    """Accumulate gradient g into tensor.grad, the one place this happens: arrays in place (the first
-    copied unless `own`: the walk allocated it), Tensors (create_graph) out of place."""
+    """Accumulate g into tensor.grad, the one place this happens: arrays in place (the first copied unless
+    `own`: the walk allocated it), Tensors (create_graph) out of place."""
     if type(g) is ProductSum:
         g, own = g.evaluate(), True
     if isinstance(g, TensorBase):
@@ -439,9 +436,9 @@ def _count_consumers(starts):
 
 
 def _needed(deps, leaf_targets, output_targets):
-    """The nodes whose rule must run to reach the targets: producers are decided before consumers."""
+    """The nodes whose rule must run to reach the targets (producers decided before their consumers)."""
     left, ready, order = dict(deps), [n for n, d in deps.items() if d == 0], []
-    while ready:  # Kahn's order, consumers first
+    while ready:
         node = ready.pop()
         order.append(node)
         for edge in node.parents:
@@ -462,11 +459,10 @@ def _needed(deps, leaf_targets, output_targets):
 def walk(roots, grads, create_graph=False, retain_graph=False, targets=None, retain=True):
     """Backpropagate `grads` (one per root: arrays, or Tensors under create_graph) from the tensors `roots`.
 
-    targets=None: every leaf reached gets its gradient; else only the tensors in `targets`
-    (leaves or op outputs), and only the nodes that lead to them run. retain: also fill .grad of
-    tensors that called retain_grad(). Returns (gradients, leaves, owned): the gradients by key
-    (id(leaf), or (node, index) for an op output among the targets), after the leaves' hooks;
-    the leaves reached, by id; the keys whose buffers the walk allocated (see accumulate).
+    targets=None: every leaf reached gets its gradient; else only the tensors in `targets` (leaves
+    or op outputs), and only the nodes that lead to them run. retain: also fill .grad of tensors
+    that called retain_grad(). Returns (gradients by key: id(leaf), or (node, index) for an op
+    output among the targets; the leaves reached, by id; the keys whose buffers the walk allocated).
     """
     make, observer = roots[0]._make, modes.observer
     leaf_targets = output_targets = needed = None
@@ -476,8 +472,9 @@ def walk(roots, grads, create_graph=False, retain_graph=False, targets=None, ret
     pending, results, leaves, owned = {}, {}, {}, set()
     for root, g in zip(roots, grads):
         if root._node is None:
-            leaves[id(root)] = root
-            results[id(root)] = g if id(root) not in results else accumulate(results[id(root)], g, id(root), owned)
+            key = id(root)
+            leaves[key] = root
+            results[key] = g if key not in results else accumulate(results[key], g, key, owned)
         else:
             slots = pending.setdefault(root._node, [None] * root._node.n_outputs)
             current = slots[root._index]
@@ -558,12 +555,11 @@ def walk(roots, grads, create_graph=False, retain_graph=False, targets=None, ret
 
 
 def _rule_on_tape(node, grads):
-    """The node's rule on Tensors, recorded (create_graph): what it kept of its inputs and outputs is
-    those Tensors on the tape."""
+    """The node's rule on Tensors, recorded (create_graph); what it kept of its inputs and outputs is
+    those Tensors on the tape (_kept_on_tape)."""
     if all(g is None for g in grads):
         return None
-    make = next(g for g in grads if g is not None)._make
-    originals = _kept_on_tape(node, make)
+    originals = _kept_on_tape(node, next(g for g in grads if g is not None)._make)
     try:
         out = node.backward(*grads)
     except TypeError as e:
@@ -584,12 +580,8 @@ def _rule_on_tape(node, grads):
 def _kept_on_tape(node, make):
     """Swap the arrays `node` kept that are its inputs or outputs for those Tensors on the tape;
     returns the attributes it replaced, to put back."""
-    on_tape = {}
-    for edge in node.parents:
-        if type(edge) is Edge:
-            on_tape[edge.id] = (edge.node, edge.index)
-        elif type(edge) is LeafEdge:
-            on_tape[edge.id] = edge.tensor
+    on_tape = {edge.id: edge.tensor if type(edge) is LeafEdge else (edge.node, edge.index)
+               for edge in node.parents if edge is not None}
     for k, i in enumerate(node.out_ids if type(node.out_ids) is tuple else (node.out_ids,)):
         on_tape[i] = (node, k)
 

@@ -4,7 +4,8 @@ A rule is written with operators, array methods (reshape, sum, T, astype, indexi
 other primitives through `Op.call`, so the same lines run on arrays in an ordinary backward
 and on Tensors under create_graph (function.py). Gradients of broadcast operands are returned
 at the broadcast shape; the walk sums them back to each input's shape. Everything else in
-tinygrad_seq is a composite of these (fused losses and erf are Functions in nn.functional).
+tinygrad_seq is a composite of these (the fused log-softmax, losses and erf are Functions written
+the same way, in tensors/fused.py).
 """
 import operator
 
@@ -234,42 +235,6 @@ class Max(Function):
         return _expand_back(g, ctx.a.shape, ctx.axis, ctx.keepdims) * share
 
 
-EXP_FLOOR = {2: -8.0, 4: -40.0}  # by itemsize: exp below these is negligible next to 1 (float16, float32)
-
-
-def log_softmax(xp, a, axis):
-    """(log_softmax(a), softmax(a)) along `axis`: no overflow for any magnitude, no cancellation at |a| ~ 1e4."""
-    m = a.max(axis=axis, keepdims=True)
-    z = a - xp.where(xp.isfinite(m), m, m.dtype.type(0))
-    floor = z.dtype.type(EXP_FLOOR.get(z.dtype.itemsize, -200.0))
-    p = xp.maximum(z, floor, out=xp.empty_like(z))  # exp(z), clamped: exp(floor) is ~1e-18 of the row's 1 in
-    xp.exp(p, out=p)                                # float32 (1e-87 in float64), and nothing underflows
-    total = p.sum(axis=axis, keepdims=True)
-    z -= xp.log(total)
-    p /= total
-    return z, p
-
-
-class LogSoftmax(Function):
-    """log_softmax along `axis`, and softmax as a second output that its rule reads (Tensor.log_softmax
-    drops it). What a rule reads must be an input or an output, so that under create_graph the
-    gradient flows through it too; the softmax's own rule is softmax_rule."""
-    def forward(ctx, a, axis):
-        out, ctx.p = log_softmax(array_namespace(a), a, axis)
-        ctx.axis = axis
-        return out, ctx.p
-
-    def backward(ctx, g, g_p):
-        grad = None if g is None else g - ctx.p * g.sum(axis=ctx.axis, keepdims=True)
-        return grad if g_p is None else softmax_rule(ctx.p, g_p, ctx.axis, grad)
-
-
-def softmax_rule(p, g_p, axis, grad=None):
-    """grad + the gradient through p = softmax(x) along `axis`: p (g_p - sum(g_p p))."""
-    through = p * (g_p - (g_p * p).sum(axis=axis, keepdims=True))
-    return through if grad is None else grad + through
-
-
 # ---- linear algebra ------------------------------------------------------------------
 
 class Matmul(Function):
@@ -336,19 +301,10 @@ class Transpose(Function):
         return Transpose.call(g, axes=tuple(inverse))
 
 
-class Contiguous(Function):
-    """A C-contiguous copy (an identity for gradients): hoist it out of time loops."""
-    def forward(ctx, a):
-        return array_namespace(a).ascontiguousarray(a)
-
-    def backward(ctx, g):
-        return g
-
-
-class Clone(Function):
-    """A copy that owns its memory (an identity for gradients)."""
-    def forward(ctx, a):
-        return a.copy()
+class Copy(Function):
+    """A copy that owns its memory (C-contiguous if asked: hoist that out of time loops); the gradient passes."""
+    def forward(ctx, a, contiguous=False):
+        return array_namespace(a).ascontiguousarray(a) if contiguous else a.copy()
 
     def backward(ctx, g):
         return g

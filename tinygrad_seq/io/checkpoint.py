@@ -33,7 +33,7 @@ from collections.abc import Mapping
 import numpy  # host-side file I/O only: the .npy format; computation stays in backend.py
 
 from ..engine import backend
-from ..engine.tensor import Tensor
+from ..tensors import Tensor
 
 __all__ = ["save", "load"]
 

@@ -9,7 +9,7 @@ cell API and runs the same step.
 """
 import functools
 
-from ..engine.tensor import full, zeros
+from ..tensors import full, zeros
 from . import init
 from .module import Module, Parameter, check_input
 

@@ -1,13 +1,13 @@
 """nn.functional: composites built from Tensor ops (gradients from the tape), PyTorch's losses (the
-fused ones are one node each, nn/fused.py), and the RNN/LSTM/GRU cells' steps as functions.
+fused ones are one node each, tensors/fused.py), and the RNN/LSTM/GRU cells' steps as functions.
 Also importable as tinygrad_seq.functional."""
 import math
 
 from ..engine import backend
 from ..engine.function import is_grad_enabled
-from ..engine.tensor import Tensor, where
+from ..tensors import Tensor, where
 from .cells import GRUCell, LSTMCell, RNNCell
-from .fused import CrossEntropy, Erf, NLLLoss
+from ..tensors.fused import CrossEntropy, Erf, NLLLoss
 
 __all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "dropout", "embedding", "gelu", "gru_cell", "linear",
            "log_softmax", "logsumexp", "lstm_cell", "mse_loss", "nll_loss", "one_hot", "relu", "rnn_cell", "sigmoid",

@@ -2,7 +2,7 @@
 import math
 
 from . import functional as F
-from ..engine.tensor import zeros
+from ..tensors import zeros
 from . import init
 from .module import Module, Parameter, check_input
 

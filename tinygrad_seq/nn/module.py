@@ -3,7 +3,7 @@ from collections import namedtuple
 from collections.abc import Mapping
 
 from ..engine import backend
-from ..engine.tensor import Tensor
+from ..tensors import Tensor
 
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
 

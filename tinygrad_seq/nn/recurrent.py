@@ -13,7 +13,7 @@ import functools
 
 from .. import capture as _capture
 from ..engine import backend
-from ..engine.tensor import Tensor, cat, stack, where, zeros
+from ..tensors import Tensor, cat, stack, where, zeros
 from . import functional as F
 from . import init
 from .cells import GRUCell, LSTMCell, RNNCell

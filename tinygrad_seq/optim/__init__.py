@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from ..engine import backend
 from ..engine.function import enable_grad
-from ..engine.tensor import Tensor
+from ..tensors import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "lr_scheduler"]
 

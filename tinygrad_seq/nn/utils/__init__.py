@@ -4,7 +4,7 @@ clip_grad_norm_ / clip_grad_value_ rescale the `.grad` of parameters in place (e
 owns its gradient buffer, so this touches nobody else's array).
 """
 from ...engine import backend
-from ...engine.tensor import Tensor
+from ...tensors import Tensor
 from .rnn import pad_sequence
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "pad_sequence"]

@@ -1,12 +1,47 @@
-"""Functions that compute a loss (or erf) in one node, written with the engine's Function API as
-a user would write their own: a forward on arrays and one derivative rule that also runs on
-Tensors (so create_graph differentiates it again). nn.functional calls them.
+"""Functions that fuse several ops into one node: log-softmax, the losses on it, erf. Each is written
+with the engine's Function API as a user would write one: a forward on arrays and one derivative
+rule that also runs on Tensors (create_graph differentiates it again). What a rule reads must be
+an input or an output of its op, so an op whose rule needs the softmax returns it as a second
+output (the callers drop it); the softmax's own rule is softmax_rule.
 """
 import math
 
 from ..engine import backend, ops
 from ..engine.backend import array_namespace
 from ..engine.function import Function
+
+EXP_FLOOR = {2: -8.0, 4: -40.0}  # by itemsize: exp below these is negligible next to 1 (float16, float32)
+
+
+def log_softmax(xp, a, axis):
+    """(log_softmax(a), softmax(a)) along `axis`: no overflow for any magnitude, no cancellation at |a| ~ 1e4."""
+    m = a.max(axis=axis, keepdims=True)
+    z = a - xp.where(xp.isfinite(m), m, m.dtype.type(0))
+    floor = z.dtype.type(EXP_FLOOR.get(z.dtype.itemsize, -200.0))
+    p = xp.maximum(z, floor, out=xp.empty_like(z))  # exp(z), clamped: exp(floor) is ~1e-18 of the row's 1 in
+    xp.exp(p, out=p)                                # float32 (1e-87 in float64), and nothing underflows
+    total = p.sum(axis=axis, keepdims=True)
+    z -= xp.log(total)
+    p /= total
+    return z, p
+
+
+class LogSoftmax(Function):
+    """log_softmax along `axis`, and the softmax as a second output, which its rule reads."""
+    def forward(ctx, a, axis):
+        out, ctx.p = log_softmax(array_namespace(a), a, axis)
+        ctx.axis = axis
+        return out, ctx.p
+
+    def backward(ctx, g, g_p):
+        grad = None if g is None else g - ctx.p * g.sum(axis=ctx.axis, keepdims=True)
+        return grad if g_p is None else softmax_rule(ctx.p, g_p, ctx.axis, grad)
+
+
+def softmax_rule(p, g_p, axis, grad=None):
+    """grad + the gradient through p = softmax(x) along `axis`: p (g_p - sum(g_p p))."""
+    through = p * (g_p - (g_p * p).sum(axis=axis, keepdims=True))
+    return through if grad is None else grad + through
 
 
 def _pick(xp, scores, target, weight, ignore_index):
@@ -51,13 +86,11 @@ class CrossEntropy(Function):
 
     loss_i = (1 - eps) w[t_i] (-logp[i, t_i]) + eps / C * sum_c w_c (-logp[i, c]), ignored rows 0;
     'mean' divides both parts by the sum of w[t_i] over rows not ignored. The gradient is
-    softmax * (row weight) - the target terms. The softmax is the op's second output (which
-    cross_entropy drops): what a rule reads must be an input or an output, so that under
-    create_graph the gradient flows through it too (its own rule is ops.softmax_rule).
+    softmax * (row weight) - the target terms; the softmax is the op's second output.
     """
     def forward(ctx, logits, target, weight, ignore_index, label_smoothing, reduction):
         xp = array_namespace(logits)
-        logp, ctx.p = ops.log_softmax(xp, logits, 1)
+        logp, ctx.p = log_softmax(xp, logits, 1)
         rows, cols, w_t, denominator = _pick(xp, logits, target, weight, ignore_index)
         loss = -logp[rows, cols] * w_t
         if label_smoothing:
@@ -81,7 +114,7 @@ class CrossEntropy(Function):
             else:
                 grad = p * a[:, None]
             grad[ctx.rows, ctx.cols] -= a
-        return (grad if g_p is None else ops.softmax_rule(p, g_p, 1, grad)), None, None
+        return (grad if g_p is None else softmax_rule(p, g_p, 1, grad)), None, None
 
 
 class Erf(Function):
@@ -92,5 +125,5 @@ class Erf(Function):
 
     def backward(ctx, g):
         z = -(ctx.a * ctx.a)
-        floor = ops.EXP_FLOOR.get(g.dtype.itemsize, -200.0)
+        floor = EXP_FLOOR.get(g.dtype.itemsize, -200.0)
         return ops.Exp.call(ops.Maximum.call(z, floor)) * (z > floor) * g * (2 / math.sqrt(math.pi))
