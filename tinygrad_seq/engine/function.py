@@ -1,17 +1,12 @@
 """The tape: Function (a primitive, and once applied a node of the graph), grad mode, and the one walk.
 
-A Function instance is both the op's context (what forward kept for backward) and its node.
-It keeps edges to its inputs (`parents`), never its outputs, so the graph holds no cycles.
-Each primitive writes its derivative once, in `backward`: the ordinary walk runs it on raw
-arrays; under create_graph the walk runs the same rule on Tensors (`_rule_on_tape`), so every
-gradient is itself on the tape.
-
-`walk` is Kahn's algorithm (dependency counts, no recursion): a node runs once every consumer
-has sent its gradient; gradients are summed in one place (`accumulate`) and fitted to their
-input's shape in one place (`fit`); what a node kept is freed as soon as its rule has run.
-
-Grad mode and the observer are per thread, as PyTorch's modes are. The observer is the one
-seam through which other layers watch the tape: capture's recorder and detect_anomaly.
+A Function instance is both the op's context (what forward kept) and its node; it keeps edges to
+its inputs, never its outputs, so the graph has no cycles. `walk` is Kahn's algorithm (dependency
+counts, no recursion): a node's rule runs once all its consumers sent their gradients, on arrays,
+or on Tensors under create_graph (so gradients are on the tape); gradients are summed in one
+place (`accumulate`) and fitted to their input in one (`fit`); what a node kept is freed after use.
+Grad mode and the observer (the one seam through which capture and detect_anomaly watch the
+tape) are per thread, as PyTorch's modes are.
 """
 import contextlib
 import functools
@@ -107,8 +102,7 @@ def refuse(reason):
 # ---- the graph -----------------------------------------------------------------------------
 
 class TensorBase:
-    """What the tape knows of a tensor: its array, gradient and the node that made it. The engine
-    makes new tensors with `t._make(array, node, index)` of a tensor it was given (tensor.py)."""
+    """What the tape knows of a tensor: its array, gradient and the node that made it (tensor.py)."""
     __slots__ = ("_data", "grad", "_requires_grad", "_node", "_index", "_hooks", "__weakref__")
 
 
@@ -143,15 +137,13 @@ _host = backend.ndarray
 class Function:
     """A differentiable primitive: forward on arrays and ONE derivative rule (ctx is the instance).
 
-    forward(ctx, *arrays, **kwargs) gets raw backend arrays (other arguments as they are),
-    returns an array or a tuple of arrays, and keeps on `ctx` what backward needs.
-    backward(ctx, *grads) gets one gradient per output (None where none came) and returns one
-    per input (None where `ctx.needs_input_grad[i]` is false), at the broadcast shape if need be.
-    The ordinary walk runs it on arrays. Under create_graph it runs the same rule on Tensors,
-    where every array kept on ctx that is one of the op's inputs or outputs is that Tensor on
-    the tape (other kept arrays are constants): a rule written with operators, array methods
-    (reshape, sum, T, astype, indexing) and other primitives (`Op.call`) is differentiable
-    again. Call an op with `Op.apply(*args, **kwargs)`; tg.Function adds PyTorch's style.
+    forward(ctx, *arrays, **kwargs) gets backend arrays (other arguments as they are), returns
+    an array or a tuple, and keeps on ctx what backward needs. backward(ctx, *grads) gets one
+    gradient per output (None where none came) and returns one per input (None where
+    ctx.needs_input_grad[i] is false). It runs on arrays; under create_graph on Tensors, where
+    each array kept on ctx that is an input or output of the op is that Tensor on the tape: a rule
+    written with operators, array methods (reshape, sum, T, astype, indexing) and other primitives
+    (`Op.call`) is differentiable again. Call it with Op.apply(...); tg.Function adds PyTorch's style.
     """
     __slots__ = ("parents", "array_type", "n_outputs", "out_ids", "hooks", "released", "epoch", "__dict__")
     forward_on_arrays = True  # False for PyTorch-style Functions, whose forward takes Tensors
@@ -212,7 +204,7 @@ class Function:
                 if first is None:
                     first, array_type = a, type(data)
                 elif type(data) is not array_type or array_type is not _host:
-                    check_devices(cls, args)
+                    _check_devices(cls, args)
                 arrays.append(data)
                 if a._requires_grad:
                     record = True
@@ -274,7 +266,7 @@ def _as_output(ctx, value, like):
                     "Tensors in and out)")
 
 
-def check_devices(cls, args):
+def _check_devices(cls, args):
     """Raise if the Tensor arguments of an op live on different devices."""
     devices = list(dict.fromkeys(backend.device_of(a._data) for a in args if isinstance(a, TensorBase)))
     if len(devices) > 1:
@@ -313,11 +305,6 @@ def mark_modified(array):
     key = id(array)
     entry = _modified.get(key)
     _modified[key] = (_epoch, entry[1] if entry else weakref.ref(array, lambda _, k=key: _modified.pop(k, None)))
-
-
-def epoch():
-    """The number of in-place writes so far (a node made now records it)."""
-    return _epoch
 
 
 def _check_kept(node):

@@ -1,11 +1,9 @@
 """The primitives: each a Function with a forward on raw arrays and ONE derivative rule.
 
-A rule is written with operators, array methods (reshape, sum, T, astype, indexing) and
-other primitives through `Op.call`, so the same lines run on arrays in an ordinary backward
-and on Tensors under create_graph (function.py). Gradients of broadcast operands are returned
-at the broadcast shape; the walk sums them back to each input's shape. Everything else in
-tinygrad_seq is a composite of these (the fused log-softmax, losses and erf are Functions written
-the same way, in tensors/fused.py).
+A rule uses operators, array methods (reshape, sum, T, astype) and other primitives (`Op.call`),
+so the same lines run on arrays in an ordinary backward and on Tensors under create_graph. A
+broadcast operand's gradient comes back at the broadcast shape: the walk sums it back. All else
+is a composite of these (the fused log-softmax, losses and erf are in tensors/fused.py).
 """
 import operator
 
@@ -14,8 +12,7 @@ from .backend import array_namespace
 from .function import Function, ProductSum, TensorBase
 
 
-# Rules run on arrays, and on Tensors under create_graph. These helpers do what NumPy functions would,
-# for both: directly on arrays (the hot path), as recorded ops on Tensors.
+# What NumPy functions would do, for rules: on arrays directly (the hot path), on Tensors as ops.
 
 def _zeros(like, shape, dtype):
     """Zeros of `shape` where `like` lives: an array, or a constant Tensor when `like` is one."""
@@ -25,15 +22,13 @@ def _zeros(like, shape, dtype):
 
 
 def _concatenate(parts, axis):
-    if isinstance(parts[0], TensorBase):
-        return Cat.apply(*parts, axis=axis)
-    return array_namespace(parts[0]).concatenate(parts, axis=axis)
+    return Cat.apply(*parts, axis=axis) if isinstance(parts[0], TensorBase) else \
+        array_namespace(parts[0]).concatenate(parts, axis=axis)
 
 
 def _stack(parts, axis):
-    if isinstance(parts[0], TensorBase):
-        return Stack.apply(*parts, axis=axis)
-    return array_namespace(parts[0]).stack(parts, axis=axis)
+    return Stack.apply(*parts, axis=axis) if isinstance(parts[0], TensorBase) else \
+        array_namespace(parts[0]).stack(parts, axis=axis)
 
 
 def _all_present(grads):
@@ -240,6 +235,7 @@ class Max(Function):
 class Matmul(Function):
     """a @ b with NumPy's rules: 1-D operands, batched and broadcasting stacks."""
     lazy_grads = (1,)  # b's gradient may come back as a ProductSum
+
     def forward(ctx, a, b):
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {a.shape} and {b.shape}")

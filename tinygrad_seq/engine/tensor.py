@@ -2,58 +2,14 @@
 
 This is the engine's tensor: what the tape needs (the array, requires_grad, the node that
 made it, backward, hooks), its operators, and the methods the walk and the rules call on
-Tensors under create_graph (sum, reshape, T, astype); each calls a primitive of ops.py.
-tg.Tensor (tinygrad_seq/tensors) adds PyTorch's everyday methods on top; the engine makes new
-tensors with `_make` of the tensors it is given, so they are always of the user's class.
+Tensors under create_graph (sum, reshape, T, astype: NumPy's signatures); each calls a primitive
+of ops.py. tg.Tensor (tinygrad_seq/tensors) adds PyTorch's everyday methods and conventions on
+top; the engine makes tensors with `_make` of those it is given, so they are of the user's class.
 """
 import operator
 
 from . import backend, function, ops
 from .function import TensorBase, modes
-
-
-def int_arg(op, value, what="axis"):
-    """A Python int from an int-like (Python or NumPy integer, not bool), else a TypeError naming the op."""
-    if type(value) is int:
-        return value
-    if not isinstance(value, bool):
-        try:
-            return operator.index(value)
-        except TypeError:
-            pass
-    raise TypeError(f"{op}: {what} must be an int, got {value!r} of type {type(value).__name__}")
-
-
-def shape_arg(shape, op="shape"):
-    """Accept f(2, 3) and f((2, 3)) alike; every size must be an int (NumPy refuses 2.5)."""
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = shape[0]
-    return tuple(int_arg(op, n, "sizes") for n in shape)
-
-
-def axes_arg(op, axis, ndim, dim=None, scalar_axis=True):
-    """An axis argument (int, tuple or None; PyTorch's `dim` too) as a sorted tuple of axes, or None.
-
-    Like NumPy's reductions and squeeze (and PyTorch), a 0-d tensor accepts a single axis 0 or -1,
-    which then names no axis (scalar_axis=False turns that off, for flip).
-    """
-    axis = axis if dim is None else dim
-    if axis is None:
-        return None
-    if ndim == 0 and scalar_axis and not isinstance(axis, (tuple, list)) and int_arg(op, axis) in (0, -1):
-        return ()
-    out = [axis_arg(op, a, ndim) for a in (axis if isinstance(axis, (tuple, list)) else (axis,))]
-    if len(set(out)) != len(out):
-        raise ValueError(f"{op}: repeated axis in {axis!r}")
-    return tuple(sorted(out))
-
-
-def axis_arg(op, axis, ndim, extra=0):
-    """One axis in [0, ndim + extra) (extra=1 where a new axis is made: unsqueeze, stack)."""
-    axis, n = int_arg(op, axis), ndim + extra
-    if not -n <= axis < n:
-        raise ValueError(f"{op}: axis {axis} is out of range for a tensor with {ndim} dimensions")
-    return axis % n
 
 
 def same_device(op, a, b):
@@ -232,22 +188,14 @@ class Tensor(TensorBase):
     __hash__ = object.__hash__
 
     # ---- what the walk and the rules call on Tensors ------------------------------------
-    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """Sum over `axis` (int, tuple or None for all); `dim`/`keepdim` are PyTorch's names."""
-        return ops.Sum.apply(self, axis=axes_arg("sum", axis, self.ndim, dim), keepdims=bool(keepdims or keepdim))
+    def sum(self, axis=None, keepdims=False):
+        """Sum over `axis` (an int or a tuple of non-negative axes, or None for all), as NumPy's."""
+        axis = (axis % self._data.ndim,) if type(axis) is int else axis
+        return ops.Sum.apply(self, axis=axis, keepdims=keepdims)
 
-    def reshape(self, *shape):
-        """The same elements in a new shape (one size may be -1); also called view."""
-        shape, count = shape_arg(shape, "reshape"), self._data.size
-        if shape == self.shape:
-            return self
-        known = 1
-        for n in shape:
-            known *= n if n != -1 else 1
-        if shape.count(-1) > 1 or any(n < -1 for n in shape) or \
-                (-1 in shape and (known == 0 or count % known)) or (-1 not in shape and known != count):
-            raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} ({count} elements) into {shape}")
-        return ops.Reshape.apply(self, shape=shape)
+    def reshape(self, shape):
+        """The same elements in the shape `shape` (a tuple; one size may be -1), as NumPy's."""
+        return self if shape == self._data.shape else ops.Reshape.apply(self, shape=tuple(shape))
 
     @property
     def T(self):

@@ -1,7 +1,8 @@
 """tg.* functions that make tensors or join them: creation (zeros, ones, full, randn, rand, arange,
 tensor, from_numpy, *_like), cat, stack, where, maximum, minimum."""
 from ..engine import backend, ops
-from ..engine.tensor import axis_arg, operand, same_device, shape_arg
+from ..engine.tensor import operand, same_device
+from .methods import axis_arg, shape_arg
 from .tensor import Tensor
 
 # ---- creation ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import operator
 from ..engine import backend, function, ops
 from . import fused
 from ..engine.tensor import Tensor as EngineTensor
-from ..engine.tensor import axes_arg, axis_arg, int_arg, operand, same_device, shape_arg
+from ..engine.tensor import operand, same_device
 
 ValuesIndices = collections.namedtuple("ValuesIndices", ["values", "indices"])
 ValuesIndices.__doc__ = "(values, indices), what max(dim), min(dim) and topk return (PyTorch's return_types)."
@@ -383,6 +383,19 @@ class TensorMethods:
         indices = order[(slice(None),) * a + (slice(0, k),)]
         return ValuesIndices(self.gather(a, indices), self._make(indices.astype(backend.int64), None, 0))
 
+    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Sum over `axis` (int, tuple or None for all); `dim`/`keepdim` are PyTorch's names."""
+        return ops.Sum.apply(self, axis=axes_arg("sum", axis, self.ndim, dim), keepdims=bool(keepdims or keepdim))
+
+    def reshape(self, *shape):
+        """The same elements in a new shape (one size may be -1); also called view."""
+        shape, count = shape_arg(shape, "reshape"), self._data.size
+        known = _prod(n for n in shape if n != -1)
+        if shape.count(-1) > 1 or any(n < -1 for n in shape) or \
+                (-1 in shape and (known == 0 or count % known)) or (-1 not in shape and known != count):
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} ({count} elements) into {shape}")
+        return self if shape == self.shape else ops.Reshape.apply(self, shape=shape)
+
     def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
         """Mean over `axis` (int, tuple or None for all); `dim`/`keepdim` are PyTorch's names."""
         axes = axes_arg("mean", axis, self.ndim, dim)
@@ -616,3 +629,47 @@ def _index_arrays(index, tensor, op="getitem"):
             raise TypeError(f"{op}: unsupported index of type {type(p).__name__}")
         out.append(p)
     return (tuple(out) if isinstance(index, tuple) or len(out) != 1 else out[0]), advanced
+
+
+def int_arg(op, value, what="axis"):
+    """A Python int from an int-like (Python or NumPy integer, not bool), else a TypeError naming the op."""
+    if type(value) is int:
+        return value
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{op}: {what} must be an int, got {value!r} of type {type(value).__name__}")
+
+
+def shape_arg(shape, op="shape"):
+    """Accept f(2, 3) and f((2, 3)) alike; every size must be an int (NumPy refuses 2.5)."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(int_arg(op, n, "sizes") for n in shape)
+
+
+def axes_arg(op, axis, ndim, dim=None, scalar_axis=True):
+    """An axis argument (int, tuple or None; PyTorch's `dim` too) as a sorted tuple of axes, or None.
+
+    Like NumPy's reductions and squeeze (and PyTorch), a 0-d tensor accepts a single axis 0 or -1,
+    which then names no axis (scalar_axis=False turns that off, for flip).
+    """
+    axis = axis if dim is None else dim
+    if axis is None:
+        return None
+    if ndim == 0 and scalar_axis and not isinstance(axis, (tuple, list)) and int_arg(op, axis) in (0, -1):
+        return ()
+    out = [axis_arg(op, a, ndim) for a in (axis if isinstance(axis, (tuple, list)) else (axis,))]
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {axis!r}")
+    return tuple(sorted(out))
+
+
+def axis_arg(op, axis, ndim, extra=0):
+    """One axis in [0, ndim + extra) (extra=1 where a new axis is made: unsqueeze, stack)."""
+    axis, n = int_arg(op, axis), ndim + extra
+    if not -n <= axis < n:
+        raise ValueError(f"{op}: axis {axis} is out of range for a tensor with {ndim} dimensions")
+    return axis % n
