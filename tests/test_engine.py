@@ -11,7 +11,8 @@ from hypothesis.extra import numpy as hnp
 import tinygrad_seq as tg
 from tinygrad_seq import functional as F
 from tinygrad_seq.engine import ops
-from tinygrad_seq.engine.function import Edge, Function
+from tinygrad_seq import Function
+from tinygrad_seq.engine.function import Edge
 from tinygrad_seq.engine.backend import parse_device
 from tinygrad_seq.autograd.gradcheck import gradcheck
 

@@ -25,6 +25,28 @@ class Function(function.Function):
     `forward` is a staticmethod); call it with `MyFunction.apply(*args, **kwargs)`."""
     __slots__ = ()
 
+    def forward(self, *arrays, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, *grads):
+        raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"call a Function through its class: {type(self).__name__}.apply(*inputs)")
+
+    def save_for_backward(self, *values):
+        """Keep values for backward (arrays in the tinygrad style, Tensors in PyTorch's): ctx.saved_tensors."""
+        self.saved = values
+
+    @property
+    def saved_tensors(self):
+        if "saved" not in self.__dict__:
+            raise RuntimeError(f"{self.name}: no saved tensors (save_for_backward was not called, or the graph was "
+                               "freed by backward(); pass retain_graph=True to keep it)")
+        return self.saved
+
+    saved_arrays = saved_tensors
+
     def __init_subclass__(cls, _node=False, **kwargs):
         super().__init_subclass__(**kwargs)
         if _node:

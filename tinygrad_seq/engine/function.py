@@ -79,10 +79,9 @@ class set_grad_enabled:
 
 @contextlib.contextmanager
 def observed(observer):
-    """Inside the block, in this thread, tell `observer` about the tape: observer.op(ctx, args, kwargs,
-    result) after each forward, observer.rule(node, grads) after each rule the walk runs, and
-    observer.refuse(reason) for what a recording cannot replay (a host read, an in-place write).
-    An observer already watching is told to refuse, with the new one's `reason`."""
+    """In the block, in this thread, observer.op(ctx, args, kwargs, result) follows each forward,
+    observer.rule(node, grads) each rule the walk runs, observer.refuse(reason) what a recording
+    cannot replay (a host read, an in-place write). An observer already watching must refuse."""
     previous = modes.observer
     if previous is not None:
         previous.refuse(observer.reason)
@@ -124,8 +123,7 @@ class LeafEdge:
 
 
 class _NeedsInputGrad:
-    """`ctx.needs_input_grad`: one bool per input, from `parents`; a non-data descriptor, so that the
-    captured loop can set it once per replayed op."""
+    """ctx.needs_input_grad: a bool per input, from `parents` (a non-data descriptor: capture sets it once)."""
 
     def __get__(self, ctx, owner=None):
         return self if ctx is None else tuple([p is not None for p in ctx.parents])
@@ -148,28 +146,6 @@ class Function:
     __slots__ = ("parents", "array_type", "n_outputs", "out_ids", "hooks", "released", "epoch", "__dict__")
     forward_on_arrays = True  # False for PyTorch-style Functions, whose forward takes Tensors
     needs_input_grad = _NeedsInputGrad()
-
-    def forward(self, *arrays, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__}.forward")
-
-    def backward(self, *grads):
-        raise NotImplementedError(f"{type(self).__name__}.backward")
-
-    def __call__(self, *args, **kwargs):
-        raise TypeError(f"call a Function through its class: {type(self).__name__}.apply(*inputs)")
-
-    def save_for_backward(self, *values):
-        """Keep values for backward (arrays here; Tensors in the PyTorch style): ctx.saved_tensors."""
-        self.saved = values
-
-    @property
-    def saved_tensors(self):
-        if "saved" not in self.__dict__:
-            raise RuntimeError(f"{self.name}: no saved tensors (save_for_backward was not called, or the graph was "
-                               "freed by backward(); pass retain_graph=True to keep it)")
-        return self.saved
-
-    saved_arrays = saved_tensors
 
     def kept_arrays(self):
         """The arrays this node keeps for backward (attributes, or tuples of them): what the in-place check reads."""
@@ -254,7 +230,7 @@ class Function:
 
 
 def _as_output(ctx, value, like):
-    """A NumPy scalar result becomes a 0-d array (where ctx kept it too, so that the rule sees the output)."""
+    """A NumPy scalar result as a 0-d array (where ctx kept it too: the rule must see the output itself)."""
     if getattr(value, "ndim", None) == 0 and hasattr(value, "dtype") and not isinstance(value, TensorBase):
         array = backend.as_array(value, backend.device_of(like._data))
         for name, kept in ctx.__dict__.items():
@@ -296,8 +272,8 @@ _modified = {}  # id(buffer) -> (epoch of its last in-place write, weakref that 
 
 
 def mark_modified(array):
-    """Record an in-place write into `array`'s memory: nodes made before it that kept any view of that
-    memory refuse to run backward (_check_kept). The cost is never on Function.apply."""
+    """Record an in-place write into `array`'s memory: nodes made before it that kept a view of it
+    refuse to run backward (_check_kept)."""
     global _epoch
     while backend.is_array(array.base):
         array = array.base
@@ -479,9 +455,8 @@ def walk(roots, grads, create_graph=False, retain_graph=False, targets=None, ret
                     raise RuntimeError(f"backward: the graph was already freed by an earlier backward() (reached "
                                        f"{node.name} again). In a loop over batches that carries a hidden state "
                                        "(truncated BPTT), detach the carried state before the next batch: h = "
-                                       "h.detach(), or tuple(s.detach() for s in state) for an LSTM. To backpropagate "
-                                       "through the same graph twice on purpose, pass retain_graph=True to the first "
-                                       "backward()")
+                                       "h.detach() (LSTM: tuple(s.detach() for s in state)); to go through the graph "
+                                       "twice on purpose, pass retain_graph=True to the first backward()")
                 if _modified and node.epoch != _epoch:
                     _check_kept(node)
                 if node.hooks:
@@ -542,8 +517,8 @@ def walk(roots, grads, create_graph=False, retain_graph=False, targets=None, ret
 
 
 def _rule_on_tape(node, grads):
-    """The node's rule on Tensors, recorded (create_graph); what it kept of its inputs and outputs is
-    those Tensors on the tape (_kept_on_tape)."""
+    """The node's rule on Tensors, recorded (create_graph): what it kept of its inputs and outputs are
+    those Tensors on the tape."""
     if all(g is None for g in grads):
         return None
     originals = _kept_on_tape(node, next(g for g in grads if g is not None)._make)
@@ -565,8 +540,7 @@ def _rule_on_tape(node, grads):
 
 
 def _kept_on_tape(node, make):
-    """Swap the arrays `node` kept that are its inputs or outputs for those Tensors on the tape;
-    returns the attributes it replaced, to put back."""
+    """Swap what `node` kept of its inputs and outputs for those Tensors; returns the originals."""
     on_tape = {edge.id: edge.tensor if type(edge) is LeafEdge else (edge.node, edge.index)
                for edge in node.parents if edge is not None}
     for k, i in enumerate(node.out_ids if type(node.out_ids) is tuple else (node.out_ids,)):
@@ -590,7 +564,7 @@ def _kept_on_tape(node, make):
 
 
 def _node_hooks(node, grads, make, retain):
-    """A node's output hooks (register_hook on a non-leaf), and the gradients kept by retain_grad."""
+    """A node's output hooks (register_hook on a non-leaf), and the gradients retain_grad keeps."""
     for index, (hooks, retained) in node.hooks.items():
         if grads[index] is None:
             continue
