@@ -6,7 +6,6 @@ Tensors under create_graph (sum, reshape, T, astype: NumPy's signatures); each c
 of ops.py. tg.Tensor (tinygrad_seq/tensors) adds PyTorch's everyday methods and conventions on
 top; the engine makes tensors with `_make` of those it is given, so they are of the user's class.
 """
-import operator
 
 from . import backend, function, ops
 from .function import TensorBase, modes
