@@ -193,29 +193,34 @@ class Function:
                 parents.append(None)
         if first is None:
             raise TypeError(f"{cls.__name__}.apply: expected at least one Tensor argument")
-        m = modes
-        record = record and m.grad
-        ctx.parents = parents if record else (None,) * len(parents)
+        m = modes.__dict__  # this thread's modes, read once
+        if record and m["grad"]:
+            ctx.parents = parents
+        else:
+            ctx.parents, record = (None,) * len(parents), False
         try:
             out = ctx.forward(*arrays, **kwargs)
         except (ValueError, TypeError, IndexError) as e:
             raise _op_error(cls.__name__.lower(), e, args, kwargs) from None
-        node, make = ctx if record else None, first._make
+        make = first._make
         if type(out) is not tuple:
             if type(out) is not array_type and not backend.is_array(out):  # NumPy scalars from 0-d results
                 out = _as_output(ctx, out, first)
-            result = make(out, node, 0)
             if record:
-                ctx.n_outputs, ctx.out_ids = 1, id(out)
+                ctx.array_type, ctx.n_outputs, ctx.out_ids, ctx.hooks, ctx.released, ctx.epoch = \
+                    array_type, 1, id(out), None, False, _epoch
+                result = make(out, ctx, 0)
+            else:
+                result = make(out, None, 0)
         else:
             out = [o if type(o) is array_type or backend.is_array(o) else _as_output(ctx, o, first) for o in out]
+            node = ctx if record else None
             result = tuple([make(o, node, i) for i, o in enumerate(out)])
             if record:
-                ctx.n_outputs, ctx.out_ids = len(out), tuple([id(o) for o in out])
-        if record:
-            ctx.array_type, ctx.hooks, ctx.released, ctx.epoch = array_type, None, False, _epoch
-        if m.observer is not None:
-            m.observer.op(ctx, args, kwargs, result)
+                ctx.array_type, ctx.n_outputs, ctx.out_ids, ctx.hooks, ctx.released, ctx.epoch = \
+                    array_type, len(out), tuple([id(o) for o in out]), None, False, _epoch
+        if m["observer"] is not None:
+            m["observer"].op(ctx, args, kwargs, result)
         return result
 
     def add_hook(self, index, hook=None, retain=None):

@@ -103,8 +103,11 @@ class LSTMCell(RNNCellBase):
         halved once here, so that step does not halve them at every time step."""
         T, B, I = x.shape
         scale, shift = _gate_scales(self.hidden_size, self.weight_hh.dtype, self.weight_hh.device)
-        inputs = (self.project(x.reshape(T * B, I)) * scale).reshape(T, B, -1)
-        return inputs, (self.weight_hh.T.contiguous() * scale, scale, shift, True)
+        rows = scale.reshape((4 * self.hidden_size, 1))
+        inputs = x.reshape(T * B, I) @ (self.weight_ih * rows).T
+        if self.bias_ih is not None:
+            inputs = inputs + (self.bias_ih + self.bias_hh) * scale
+        return inputs.reshape(T, B, -1), ((self.weight_hh * rows).T.contiguous(), scale, shift, True)
 
     def constants(self, w_hh_t):
         return (w_hh_t,) + _gate_scales(self.hidden_size, self.weight_hh.dtype, self.weight_hh.device) + (False,)
