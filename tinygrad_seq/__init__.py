@@ -7,11 +7,11 @@ detect_anomaly); nn; optim; data; io (checkpoints); distributed; threads and dia
 """
 from .engine.backend import (bool_, float16, float32, float64, get_rng_state, int8, int16, int32, int64, manual_seed,
                              set_rng_state, uint8)
-from .engine.function import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
+from .engine.function import enable_grad, is_grad_enabled, no_grad
 from .tensors import (Tensor, arange, cat, from_numpy, full, maximum, minimum, ones, ones_like, rand, randn, stack,
                       tensor, where, zeros, zeros_like)
 from . import autograd, capture, data, diagnostics, distributed, engine, io, nn, optim, tensors, threads, utils
-from .autograd import Function, detect_anomaly, grad, gradcheck, gradgradcheck
+from .autograd import Function, detect_anomaly, grad, gradcheck, gradgradcheck, inference_mode, set_grad_enabled
 from .autograd import functional as autograd_functional
 from .diagnostics import gradient_flow, to_dot
 from .io import load, save

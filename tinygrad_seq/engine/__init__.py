@@ -5,7 +5,7 @@ function.py  Function (a primitive, and the node of the tape), grad modes, the o
 ops.py       the primitives: forward on arrays and one derivative rule each
 tensor.py    Tensor: the array users hold; its methods call the primitives
 """
-from .function import Function, enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
+from .function import Function, enable_grad, is_grad_enabled, no_grad
 from .tensor import Tensor
 
-__all__ = ["Function", "Tensor", "enable_grad", "inference_mode", "is_grad_enabled", "no_grad", "set_grad_enabled"]
+__all__ = ["Function", "Tensor", "enable_grad", "is_grad_enabled", "no_grad"]

@@ -43,9 +43,8 @@ def _numpy_scatter_add(target, index, values):
     numpy.add.at(target, index, values)
 
 
-_backends = {"cpu": Backend("cpu", numpy, numpy.ndarray, lambda a, ordinal: numpy.asarray(a),
-                            numpy.asarray, _numpy_scatter_add,
-                            lambda seed, ordinal: numpy.random.default_rng(seed), lambda a: "cpu")}
+_backends = {"cpu": Backend("cpu", numpy, numpy.ndarray, lambda a, ordinal: numpy.asarray(a), numpy.asarray,
+                            _numpy_scatter_add, lambda seed, ordinal: numpy.random.default_rng(seed), lambda a: "cpu")}
 _seed = None
 _rngs = {}
 

@@ -1,12 +1,11 @@
 """The tape: Function (a primitive, and once applied a node of the graph), grad mode, and the one walk.
 
-A Function instance is both the op's context (what forward kept) and its node; it keeps edges to
-its inputs, never its outputs, so the graph has no cycles. `walk` is Kahn's algorithm (dependency
-counts, no recursion): a node's rule runs once all its consumers sent their gradients, on arrays,
-or on Tensors under create_graph (so gradients are on the tape); gradients are summed in one
-place (`accumulate`) and fitted to their input in one (`fit`); what a node kept is freed after use.
-Grad mode and the observer (the one seam through which capture and detect_anomaly watch the
-tape) are per thread, as PyTorch's modes are.
+A Function instance is the op's context (what forward kept) and its node; it keeps edges to its
+inputs, never its outputs: no cycles. `walk` is Kahn's algorithm (no recursion): a node's rule runs
+once its consumers sent their gradients, on arrays, or on Tensors under create_graph; gradients are
+summed in one place (`accumulate`), fitted to their input in one (`fit`), and what a node kept is
+freed after use. Grad mode and the observer (the one seam through which capture and detect_anomaly
+watch the tape) are per thread, as PyTorch's modes are.
 """
 import contextlib
 import functools
@@ -31,7 +30,7 @@ def is_grad_enabled():
     return modes.grad
 
 
-class _GradMode:
+class GradMode:
     """A context manager and decorator that sets grad mode for its block, in this thread."""
     enabled = True
 
@@ -50,31 +49,13 @@ class _GradMode:
         return wrapper
 
 
-class no_grad(_GradMode):
+class no_grad(GradMode):
     """Context manager / decorator: ops inside record nothing and produce no grad_fn."""
     enabled = False
 
 
-class enable_grad(_GradMode):
+class enable_grad(GradMode):
     """Context manager / decorator: turn recording back on inside a no_grad block."""
-
-
-class inference_mode(_GradMode):
-    """PyTorch's inference_mode(mode=True): here the same as no_grad() (there are no inference tensors)."""
-    def __init__(self, mode=True):
-        self.enabled = not mode
-
-
-class set_grad_enabled:
-    """set_grad_enabled(mode): switch recording on or off now; used with `with`, the old mode comes back at exit."""
-    def __init__(self, mode):
-        self.previous, modes.grad = modes.grad, bool(mode)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        modes.grad = self.previous
 
 
 @contextlib.contextmanager
@@ -261,13 +242,11 @@ class OpIndexError(IndexError, ValueError):
 
 def _op_error(op, error, args, kwargs):
     """A backend error with the op's name and what it was given."""
-    message = str(error)
-    if message.startswith(op + ":"):
+    if str(error).startswith(op + ":"):
         return error
     described = ", ".join(f"{tuple(a.shape)} {a.dtype}" if isinstance(a, TensorBase) else repr(a) for a in args)
-    options = "".join(f", {k}={v!r}" for k, v in kwargs.items() if k != "index") if kwargs else ""
-    kind = OpIndexError if isinstance(error, IndexError) else type(error)
-    return kind(f"{op}: {message} (inputs: {described}{options})")
+    options = "".join(f", {k}={v!r}" for k, v in kwargs.items() if k != "index")
+    return (OpIndexError if isinstance(error, IndexError) else type(error))(f"{op}: {error} (inputs: {described}{options})")
 
 
 # ---- in-place writes: PyTorch's version counter --------------------------------------------
@@ -303,9 +282,8 @@ def _check_kept(node):
 # ---- gradients: lazy weight products, summing, fitting -------------------------------------
 
 class ProductSum:
-    """A gradient kept unevaluated: sum_k lefts[k].T @ rights[k] (a matmul's weight gradient). A weight
-    read at every time step gets T of these; the walk evaluates them as ONE matmul over the stacked
-    rows, as hand-written BPTT computes dW_hh, not T thin matmuls and T additions."""
+    """A matmul's weight gradient kept lazy, sum_k lefts[k].T @ rights[k]: a weight read at every time
+    step gets T of these, evaluated as ONE matmul over the stacked rows, as hand-written BPTT does."""
     __slots__ = ("lefts", "rights", "dtype")
 
     def __init__(self, left, right):
@@ -322,14 +300,13 @@ class ProductSum:
 
 
 def _value(g):
-    return g.evaluate() if type(g) is ProductSum else g
+    return g.evaluate() if type(g) is ProductSum else g  # a lazy product, evaluated
 
 
 def accumulate(current, g, key, owned):
-    """current + g, a later gradient reaching the place named `key`: the one place gradients are summed.
-    It never writes into an array a rule returned: the first is borrowed, the second allocates a
-    buffer we own (its key goes into `owned`), later ones add into it in place. Tensors
-    (create_graph) are added out of place; lazy products are gathered."""
+    """current + g at the place named `key`: the one place gradients are summed. It never writes into an
+    array a rule returned: the second gradient allocates a buffer we own (its key goes into `owned`),
+    later ones add into it. Tensors (create_graph) add out of place; lazy products are gathered."""
     if type(current) is ProductSum and type(g) is ProductSum:
         current.lefts += g.lefts
         current.rights += g.rights
@@ -350,8 +327,8 @@ def accumulate(current, g, key, owned):
 
 
 def fit(g, shape, dtype, array_type, node, i):
-    """A rule's gradient for input i fitted to that input: broadcast axes summed (the one place this
-    happens), the dtype cast back, the device checked. A lazy product only learns its dtype."""
+    """A rule's gradient for input i fitted to it: broadcast axes summed (the one place), dtype cast back,
+    device checked. A lazy product only learns its dtype."""
     if type(g) is ProductSum:
         g.dtype = dtype
         return g
@@ -373,8 +350,7 @@ def fit(g, shape, dtype, array_type, node, i):
 
 
 def into_grad(tensor, g, own):
-    """Accumulate g into tensor.grad, the one place this happens: arrays in place (the first copied unless
-    `own`: the walk allocated it), Tensors (create_graph) out of place."""
+    """Accumulate g into tensor.grad (the one place): arrays in place, the first copied unless `own`."""
     if type(g) is ProductSum:
         g, own = g.evaluate(), True
     if isinstance(g, TensorBase):
@@ -428,15 +404,12 @@ def walk(roots, grads, create_graph=False, retain_graph=False, targets=None, ret
     """Backpropagate `grads` (one per root: arrays, or Tensors under create_graph) from the tensors `roots`.
 
     targets=None: every leaf reached gets its gradient; else only the tensors in `targets` (leaves
-    or op outputs), and only the nodes that lead to them run. retain: also fill .grad of tensors
-    that called retain_grad(). Returns (gradients by key: id(leaf), or (node, index) for an op
-    output among the targets; the leaves reached, by id; the keys whose buffers the walk allocated).
+    or op outputs), and only the nodes leading to them run. retain: fill .grad of retain_grad()
+    tensors too. Returns (gradients by id(leaf) or (node, index), leaves by id, keys the walk owns).
     """
-    make, observer = roots[0]._make, modes.observer
-    leaf_targets = output_targets = needed = None
-    if targets is not None:
-        leaf_targets = {id(t) for t in targets if t._node is None}
-        output_targets = {(t._node, t._index) for t in targets if t._node is not None}
+    make, observer, needed = roots[0]._make, modes.observer, None
+    leaf_targets = None if targets is None else {id(t) for t in targets if t._node is None}
+    output_targets = None if targets is None else {(t._node, t._index) for t in targets if t._node is not None}
     pending, results, leaves, owned = {}, {}, {}, set()
     for root, g in zip(roots, grads):
         if root._node is None:

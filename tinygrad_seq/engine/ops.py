@@ -5,6 +5,7 @@ so the same lines run on arrays in an ordinary backward and on Tensors under cre
 broadcast operand's gradient comes back at the broadcast shape: the walk sums it back. All else
 is a composite of these (the fused log-softmax, losses and erf are in tensors/fused.py).
 """
+import itertools
 import operator
 
 from . import backend
@@ -37,11 +38,6 @@ def _all_present(grads):
         if g is None:
             return False
     return True
-
-
-def _namespace(*values):
-    """The namespace of the first array (or NumPy scalar) among `values`; the others may be Python scalars."""
-    return array_namespace(next(v for v in values if hasattr(v, "dtype")))
 
 
 # ---- elementwise ---------------------------------------------------------------------
@@ -104,7 +100,7 @@ class Maximum(Function):
 
     def forward(ctx, a, b):
         ctx.a, ctx.b = a, b
-        return _namespace(a, b).maximum(a, b)
+        return array_namespace(a if hasattr(a, "dtype") else b).maximum(a, b)  # (one may be a Python number)
 
     def backward(ctx, g):
         a, b = ctx.a, ctx.b
@@ -119,14 +115,14 @@ class Minimum(Maximum):
 
     def forward(ctx, a, b):
         ctx.a, ctx.b = a, b
-        return _namespace(a, b).minimum(a, b)
+        return array_namespace(a if hasattr(a, "dtype") else b).minimum(a, b)
 
 
 class Where(Function):
     """where(condition, a, b); the condition is a constant boolean array."""
     def forward(ctx, condition, a, b):
         ctx.condition = condition
-        return _namespace(condition, a, b).where(condition, a, b)
+        return array_namespace(condition).where(condition, a, b)
 
     def backward(ctx, g):
         _, need_a, need_b = ctx.needs_input_grad
@@ -290,11 +286,8 @@ class Transpose(Function):
         ctx.axes = axes
         return a.transpose(axes)
 
-    def backward(ctx, g):
-        inverse = [0] * len(ctx.axes)
-        for k, ax in enumerate(ctx.axes):
-            inverse[ax] = k
-        return Transpose.call(g, axes=tuple(inverse))
+    def backward(ctx, g):  # the inverse permutation
+        return Transpose.call(g, axes=tuple(sorted(range(len(ctx.axes)), key=ctx.axes.__getitem__)))
 
 
 class Copy(Function):
@@ -429,11 +422,8 @@ class Split(Function):
     """Split along `axis` at the given section sizes: one node with many outputs."""
     def forward(ctx, a, sizes, axis=0):
         ctx.shape, ctx.sizes, ctx.axis, ctx.dtype = a.shape, sizes, axis, a.dtype
-        lead, start, outs = (slice(None),) * axis, 0, []
-        for n in sizes:
-            outs.append(a[lead + (slice(start, start + n),)])
-            start += n
-        return tuple(outs)
+        lead, ends = (slice(None),) * axis, list(itertools.accumulate(sizes))
+        return tuple([a[lead + (slice(end - n, end),)] for n, end in zip(sizes, ends)])
 
     def backward(ctx, *grads):
         if not _all_present(grads):  # a gradient that did not come is zeros

@@ -201,4 +201,5 @@ class Tensor(TensorBase):
         """All axes reversed (the matrix transpose for 2-D tensors)."""
         return ops.Transpose.apply(self, axes=tuple(reversed(range(self.ndim))))
 
+
 _new = object.__new__
