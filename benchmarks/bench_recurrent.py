@@ -151,8 +151,7 @@ def load_tinygrad(args):
         tg.capture.counters  # noqa: B018
     except Exception as e:
         return None, "not available (%s: %s)" % (type(e).__name__, e)
-    # importing tinygrad_seq sets BLAS to one thread unless the environment chose: keep this
-    # benchmark's documented default (all cores) for the floor and the engine alike
+    # this benchmark's documented default, all cores, for the floor and the engine alike
     tg.set_num_threads(args.threads or available_cores())
     return tg, None
 

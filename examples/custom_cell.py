@@ -36,7 +36,7 @@ except ImportError:  # run from a source checkout without `pip install -e .`: us
 from tinygrad_seq import functional as F
 from tinygrad_seq import nn, optim
 from tinygrad_seq.diagnostics import to_dot
-from tinygrad_seq.gradcheck import gradcheck
+from tinygrad_seq.autograd.gradcheck import gradcheck
 
 
 

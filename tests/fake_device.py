@@ -17,7 +17,7 @@ import types
 
 import numpy
 
-from tinygrad_seq import backend as _backend
+from tinygrad_seq.engine import backend as _backend
 
 IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. "
             "Please use `.get()` to construct a NumPy array explicitly.")

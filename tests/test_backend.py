@@ -1,4 +1,5 @@
-"""backend.py is the only module that touches NumPy or CuPy: the rest of the package asks it.
+"""engine/backend.py is the only module that touches NumPy or CuPy: the rest of the package asks it
+(io/checkpoint.py reads and writes the .npy format on the host).
 
 The check reads the source: imports are found with `ast` (import numpy, import numpy as np,
 from numpy import ..., from cupy..., importlib.import_module("numpy"), __import__("cupy")) and
@@ -18,13 +19,13 @@ FORBIDDEN_MODULES = {"numpy", "cupy", "cupyx"}
 ATTRIBUTE_USE = re.compile(r"(?<![\w.])(np|numpy|cupy|cupyx|cp)\s*\.\s*[A-Za-z_]")
 
 
-# serialization.py reads and writes the .npy format on the host: these NumPy names and nothing else
+# io/checkpoint.py reads and writes the .npy format on the host: these NumPy names and nothing else
 SERIALIZATION_NUMPY = re.compile(r"numpy\.(lib\.format(\.\w+)?|frombuffer|asarray|generic)\b")
 
 
 def modules():
     files = sorted(p for p in PACKAGE.rglob("*.py")
-                   if p.parent != PACKAGE or p.name not in ("backend.py", "serialization.py"))
+                   if p.relative_to(PACKAGE).as_posix() not in ("engine/backend.py", "io/checkpoint.py"))
     assert files, f"no sources found under {PACKAGE}"
     return files
 
@@ -66,13 +67,13 @@ def test_only_backend_imports_or_calls_numpy_and_cupy(path):
 
 
 def test_serialization_uses_numpy_only_for_the_npy_file_format():
-    source = (PACKAGE / "serialization.py").read_text()
+    source = (PACKAGE / "io" / "checkpoint.py").read_text()
     assert [line for line in forbidden_imports(source) if not line.endswith(": numpy")] == []
     uses = forbidden_attributes(source)
-    assert uses, "serialization.py was expected to use numpy's .npy reader/writer"
+    assert uses, "io/checkpoint.py was expected to use numpy's .npy reader/writer"
     for line in uses:
         code = line.split(": ", 1)[1].replace(" ", "")
-        assert not ATTRIBUTE_USE.search(SERIALIZATION_NUMPY.sub("", code)), f"serialization.py computes with NumPy: {line}"
+        assert not ATTRIBUTE_USE.search(SERIALIZATION_NUMPY.sub("", code)), f"io/checkpoint.py computes with NumPy: {line}"
 
 
 @pytest.mark.parametrize("snippet", ["import numpy", "import numpy as np", "from numpy import ndarray",

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from bptt_oracle import cell_forward_backward
 from recurrent_helpers import CELLS, GATES, VARIANTS, assert_close, const, leaf, make_cell
 from tinygrad_seq import Tensor, manual_seed, nn
-from tinygrad_seq.gradcheck import gradcheck
+from tinygrad_seq.autograd.gradcheck import gradcheck
 
 
 @given(variant=st.sampled_from(VARIANTS), B=st.integers(1, 4), I=st.integers(1, 4), H=st.integers(1, 5),

@@ -10,10 +10,11 @@ from hypothesis.extra import numpy as hnp
 
 import tinygrad_seq as tg
 from tinygrad_seq import functional as F
-from tinygrad_seq import ops
-from tinygrad_seq.autograd import Edge, Function
-from tinygrad_seq.backend import parse_device
-from tinygrad_seq.gradcheck import gradcheck
+from tinygrad_seq.engine import ops
+from tinygrad_seq import Function
+from tinygrad_seq.engine.function import Edge
+from tinygrad_seq.engine.backend import parse_device
+from tinygrad_seq.autograd.gradcheck import gradcheck
 
 SMALL_SHAPES = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)
 
@@ -339,7 +340,7 @@ class StraightThroughClamp(Function):
     """clip(x, lo, hi) forward; identity backward (straight-through estimator)."""
 
     def forward(ctx, x, lo=-1.0, hi=1.0):
-        xp = tg.backend.array_namespace(x)
+        xp = tg.engine.backend.array_namespace(x)
         return xp.clip(x, lo, hi)
 
     def backward(ctx, g):
@@ -351,7 +352,7 @@ class SplitSigns(Function):
     received = []
 
     def forward(ctx, x):
-        xp = tg.backend.array_namespace(x)
+        xp = tg.engine.backend.array_namespace(x)
         ctx.positive = x > 0
         return xp.maximum(x, 0), xp.maximum(-x, 0)
 

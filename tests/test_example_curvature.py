@@ -23,7 +23,7 @@ def test_curvature_quick_run_tracks_a_hessian_eigenvalue(monkeypatch, tmp_path):
     # the estimate is an eigenvalue of the Hessian: compare with the dense Hessian of the same loss
     import tinygrad_seq as tg
     from tinygrad_seq import functional as F
-    from tinygrad_seq.autograd_functional import hessian
+    from tinygrad_seq.autograd.functional import hessian
     tg.manual_seed(1)
     rng = np.random.default_rng(1)
     x, y = curvature.recall_data(8, 3, rng)

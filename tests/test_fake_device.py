@@ -4,7 +4,7 @@ import pytest
 
 import tinygrad_seq as tg
 from fake_device import FakeArray, xp
-from tinygrad_seq import backend
+from tinygrad_seq.engine import backend
 from tinygrad_seq.autograd import Function
 
 

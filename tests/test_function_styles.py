@@ -7,7 +7,7 @@ from hypothesis.extra import numpy as hnp
 
 import tinygrad_seq as tg
 from tinygrad_seq import Function, Tensor
-from tinygrad_seq.backend import array_namespace
+from tinygrad_seq.engine.backend import array_namespace
 
 
 class SoftsignArrays(Function):

@@ -12,9 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_seq as tg
-from tinygrad_seq import Tensor, ops
+from tinygrad_seq import Tensor
+from tinygrad_seq.engine import ops
+from tinygrad_seq.tensors import fused
 from tinygrad_seq import functional as F
-from tinygrad_seq.autograd import Edge
+from tinygrad_seq.engine.function import Edge
 
 
 def composite_log_softmax(x, axis):
@@ -93,10 +95,10 @@ def test_fused_log_softmax_equals_the_composite(seed, axis):
 def test_each_fused_loss_is_one_node():
     x = Tensor(np.zeros((3, 4)), requires_grad=True)
     t = Tensor([0, 1, 2])
-    assert type(F.log_softmax(x, 1).grad_fn) is ops.LogSoftmax
+    assert type(F.log_softmax(x, 1).grad_fn) is fused.LogSoftmax
     for loss in (F.cross_entropy(x, t), F.cross_entropy(x, t, label_smoothing=0.1)):
-        assert type(loss.grad_fn) is ops.CrossEntropy and loss.grad_fn.parents[0].tensor is x
-    assert type(F.nll_loss(x, t).grad_fn) is ops.NLLLoss
+        assert type(loss.grad_fn) is fused.CrossEntropy and loss.grad_fn.parents[0].tensor is x
+    assert type(F.nll_loss(x, t).grad_fn) is fused.NLLLoss
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

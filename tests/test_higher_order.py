@@ -1,4 +1,4 @@
-"""Higher-order gradients: grad(), backward(create_graph=True), every op's backward_graph.
+"""Higher-order gradients: grad(), backward(create_graph=True), every rule run on Tensors.
 
 Second derivatives of every primitive and composite of tests/test_ops.py (its OPS table:
 the same hypothesis-drawn shapes and values, kept away from kinks by construction) are
@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 import tinygrad_seq as tg
 from tinygrad_seq import Function, Tensor
-from tinygrad_seq import ops
-from tinygrad_seq.gradcheck import GradcheckError, gradgradcheck
+from tinygrad_seq.engine import ops
+from tinygrad_seq.tensors import fused
+from tinygrad_seq.autograd.gradcheck import GradcheckError, gradgradcheck
 from test_ops import OPS, leaves
 
 F64 = np.float64
@@ -37,8 +38,8 @@ def test_second_derivatives_match_finite_differences(spec, data):
 @pytest.mark.parametrize("spec", OPS, ids=repr)
 @settings(max_examples=4)
 @given(data=st.data())
-def test_backward_graph_gives_the_same_first_derivatives_as_backward(spec, data):
-    """gradgradcheck differentiates backward_graph; this pins its values to the raw rule's (tested in test_ops)."""
+def test_rules_on_tensors_give_the_same_first_derivatives_as_on_arrays(spec, data):
+    """gradgradcheck differentiates the rules run on Tensors; this pins their values to the same rules on arrays."""
     case = data.draw(spec.case, label="case")
     rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
     xs = leaves(case, F64, "cpu")
@@ -57,10 +58,13 @@ def test_backward_graph_gives_the_same_first_derivatives_as_backward(spec, data)
             np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-12, atol=1e-14, err_msg=f"input {k}")
 
 
-def test_every_op_class_has_a_backward_graph():
-    classes = [c for c in vars(ops).values() if isinstance(c, type) and issubclass(c, Function) and c is not Function]
+def test_every_primitive_writes_its_derivative_once():
+    """One rule per primitive (engine and fused ones): the same backward runs on arrays and on Tensors."""
+    base = ops.Function
+    classes = [c for module in (ops, fused) for c in vars(module).values()
+               if isinstance(c, type) and issubclass(c, base) and c is not base]
     assert len(classes) >= 28
-    assert [c.__name__ for c in classes if not callable(getattr(c, "backward_graph", None))] == []
+    assert [c.__name__ for c in classes if hasattr(c, "backward_graph") or not callable(getattr(c, "backward", None))] == []
 
 
 def test_scatter_and_getitem_are_adjoint_twice():
@@ -217,22 +221,20 @@ def test_grad_outputs_on_the_tape_double_vjp():
     np.testing.assert_allclose(jv.numpy(), 3 * (1 - np.tanh(x.numpy()) ** 2) * v.numpy())
 
 
-def test_grad_is_reentrant_from_a_backward_graph():
-    """A node whose backward_graph differentiates its own recomputed forward with grad() (as the captured loop does)."""
+def test_grad_is_reentrant_from_a_rule():
+    """A node whose rule differentiates its own recomputed forward with grad() (as the captured loop does)."""
     class Recomputed(Function):
+        @staticmethod
         def forward(ctx, a):
-            ctx.a = a
-            return np.sin(a)
+            ctx.save_for_backward(a)
+            return a.tanh()
 
+        @staticmethod
         def backward(ctx, g):
-            return g * np.cos(ctx.a)
-
-        def backward_graph(ctx, g):
-            a = ctx.input_tensor(0, ctx.a)
+            (a,) = ctx.saved_tensors
             with tg.enable_grad():
-                x = a.detach().requires_grad_() if not a.requires_grad else a
-                out = (x * 1.0).tanh()  # any graph built from a
-                return tg.grad(out, x, g, create_graph=True)[0]
+                out = (a * 1.0).tanh()  # any graph built from a
+                return tg.grad(out, a, g, create_graph=True)[0]
 
     x = t64([0.2, 0.9])
     y = Recomputed.apply(x)
@@ -243,7 +245,8 @@ def test_grad_is_reentrant_from_a_backward_graph():
     np.testing.assert_allclose(h.numpy(), -2 * t * (1 - t ** 2))
 
 
-def test_a_function_without_backward_graph_says_so():
+def test_a_rule_written_with_operators_is_differentiable_twice():
+    """The rule reads its input from ctx: under create_graph that is the input on the tape."""
     class Cube(Function):
         def forward(ctx, a):
             ctx.a = a
@@ -251,43 +254,39 @@ def test_a_function_without_backward_graph_says_so():
 
         def backward(ctx, g):
             return 3 * g * ctx.a ** 2
-
-    x = t64([1.0, 2.0])
-    y = Cube.apply(x).sum()
-    (g,) = tg.grad(y, x, retain_graph=True)  # first order: the raw rule
-    np.testing.assert_allclose(g.numpy(), [3.0, 12.0])
-    with pytest.raises(RuntimeError, match="Cube does not support create_graph: write Cube.backward_graph"):
-        tg.grad(y, x, create_graph=True)
-
-
-def test_a_custom_function_opts_in():
-    class Cube(Function):
-        def forward(ctx, a):
-            ctx.a = a
-            return a ** 3
-
-        def backward(ctx, g):
-            return 3 * g * ctx.a ** 2
-
-        def backward_graph(ctx, g):
-            a = ctx.input_tensor(0, ctx.a)
-            return 3 * g * a * a
 
     x = t64([1.0, -2.0])
     assert gradgradcheck(lambda a: Cube.apply(a * 1.5), [x])
+    (g,) = tg.grad(Cube.apply(x).sum(), x, create_graph=True)
+    (h,) = tg.grad(g.sum(), x)
+    np.testing.assert_allclose(h.numpy(), 6 * x.numpy())
+
+
+def test_a_rule_that_calls_numpy_says_it_works_on_arrays_only():
+    class Sine(Function):
+        def forward(ctx, a):
+            ctx.a = a
+            return np.sin(a)
+
+        def backward(ctx, g):
+            return g * np.cos(ctx.a)
+
+    x = t64([1.0, 2.0])
+    y = Sine.apply(x).sum()
+    (g,) = tg.grad(y, x, retain_graph=True)  # first order: on arrays
+    np.testing.assert_allclose(g.numpy(), np.cos([1.0, 2.0]))
+    with pytest.raises(RuntimeError, match="Sine.backward could not run on Tensors"):
+        tg.grad(y, x, create_graph=True)
 
 
 def test_gradgradcheck_catches_a_wrong_second_derivative():
     class WrongCurvature(Function):
         def forward(ctx, a):
-            ctx.a = a
+            ctx.a_squared = a ** 2  # kept, but neither an input nor an output: a constant under create_graph
             return a ** 3
 
         def backward(ctx, g):
-            return 3 * g * ctx.a ** 2
-
-        def backward_graph(ctx, g):  # right value, wrong dependence on a: 3 g a0^2 with a0 a constant
-            return 3 * g * Tensor._make(ctx.a ** 2, None, 0)
+            return 3 * g * ctx.a_squared
 
     x = t64([1.0, -2.0])
     with pytest.raises(GradcheckError):
@@ -333,7 +332,7 @@ def test_readme_higher_order_section_runs(capsys):
 
 
 def test_grad_walks_only_what_leads_to_its_inputs():
-    """Upstream of an intermediate input the walk stops, so a node without backward_graph there is never asked."""
+    """Upstream of an intermediate input the walk stops: a rule there is never run."""
     class NoSecondOrder(Function):
         def forward(ctx, a):
             return a * 2

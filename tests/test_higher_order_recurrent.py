@@ -16,9 +16,9 @@ import pytest
 import tinygrad_seq as tg
 from tinygrad_seq import Tensor, nn
 from tinygrad_seq import functional as F
-from tinygrad_seq.autograd_functional import hessian, hvp, jacobian, jvp, vjp
+from tinygrad_seq.autograd.functional import hessian, hvp, jacobian, jvp, vjp
 from tinygrad_seq.diagnostics import jacobian_product_singular_values, lyapunov_exponents, state_jacobians
-from tinygrad_seq.gradcheck import gradcheck, gradgradcheck
+from tinygrad_seq.autograd.gradcheck import gradcheck, gradgradcheck
 
 F64 = np.float64
 

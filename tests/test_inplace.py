@@ -111,6 +111,42 @@ def test_optimizer_step_between_forward_and_backward_is_caught(walk):
         loss.backward() if walk == "backward" else tg.grad(loss, p, create_graph=True)
 
 
+WRITES = {  # every way to write into a tensor in place
+    "add_": lambda t: t.add_(1.0), "sub_": lambda t: t.sub_(1.0, alpha=2), "mul_": lambda t: t.mul_(2.0),
+    "div_": lambda t: t.div_(2.0), "clamp_": lambda t: t.clamp_(max=0.5), "fill_": lambda t: t.fill_(3.0),
+    "zero_": lambda t: t.zero_(), "copy_": lambda t: t.copy_(Tensor([7.0, 8.0])),
+    "masked_fill_": lambda t: t.masked_fill_(Tensor([True, False]), 0.0), "setitem": lambda t: t.__setitem__(0, 9.0),
+}
+
+
+def _backward(loss, leaf, walk):
+    """The ordinary backward, or the create_graph one: the version check runs in the one walk either way."""
+    return loss.backward() if walk == "backward" else tg.grad(loss, leaf, create_graph=True)
+
+
+@pytest.mark.parametrize("walk", ["backward", "create_graph"])
+@pytest.mark.parametrize("write", list(WRITES))
+def test_every_in_place_write_into_a_saved_tensor_is_caught(write, walk):
+    w = Tensor([1.0, 2.0], requires_grad=True)
+    x = Tensor([3.0, 4.0])
+    loss = (w * x).sum()  # Mul saved x
+    WRITES[write](x)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation: Mul"):
+        _backward(loss, w, walk)
+
+
+@pytest.mark.parametrize("walk", ["backward", "create_graph"])
+@pytest.mark.parametrize("write", list(WRITES))
+def test_every_in_place_write_into_a_parameter_under_no_grad_is_caught(write, walk):
+    """An optimizer-style update (with no_grad(): p.copy_(w), ...) between forward and backward."""
+    p = Tensor([1.0, 2.0], requires_grad=True)
+    loss = (p * p).sum()
+    with tg.no_grad():
+        WRITES[write](p)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        _backward(loss, p, walk)
+
+
 class _TanhCell(tg.nn.Module):
     """A cell whose last op (tanh) saves its output: the final state the runner returns."""
     hidden_size = 3

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from bptt_oracle import layer_forward_backward
 from recurrent_helpers import VARIANTS, assert_close, const, leaf, layer_configs, make_layer, run_layer
 from tinygrad_seq import Tensor, nn
-from tinygrad_seq.gradcheck import gradcheck
+from tinygrad_seq.autograd.gradcheck import gradcheck
 
 
 def check_against_oracle(kind, nonlinearity, T, B, I, H, num_layers, bidirectional, bias, batch_first, lengths,

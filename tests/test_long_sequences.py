@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 import tinygrad_seq as tg
-import tinygrad_seq.functional as F
+import tinygrad_seq.nn.functional as F
 from tinygrad_seq import Tensor, nn, optim
-from tinygrad_seq.autograd import Edge
+from tinygrad_seq.engine.function import Edge
 
 from bptt_oracle import layer_forward_backward
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from recurrent_helpers import const, leaf
 from tinygrad_seq import Tensor, manual_seed, nn
-from tinygrad_seq.gradcheck import gradcheck
+from tinygrad_seq.autograd.gradcheck import gradcheck
 
 
 def names_and_shapes(module):

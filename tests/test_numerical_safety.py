@@ -15,7 +15,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tinygrad_seq as tg
-import tinygrad_seq.functional as F
+import tinygrad_seq.nn.functional as F
 from tinygrad_seq import Tensor
 
 DTYPES = [np.float32, np.float64]

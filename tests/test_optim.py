@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_seq as tg
-from tinygrad_seq import backend, optim
+from tinygrad_seq import optim
+from tinygrad_seq.engine import backend
 
 
 def leaf(array):
@@ -60,7 +61,7 @@ def ref_rmsprop(p, g, s, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, moment
     if momentum > 0:
         s["buf"] = momentum * s.get("buf", 0.0) + g / denom
         return p - lr * s["buf"]
-    return p - lr * g / denom
+    return p - lr * (g / denom)  # the implementation's order: a centered variance can be ill-conditioned
 
 
 REFERENCES = {optim.SGD: ref_sgd, optim.Adam: ref_adam, optim.AdamW: ref_adamw, optim.RMSprop: ref_rmsprop}

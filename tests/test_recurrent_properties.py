@@ -11,7 +11,7 @@ from bptt_oracle import layer_forward_backward
 from recurrent_helpers import (CELLS, GATES, LAYERS, VARIANTS, assert_close, const, detach, layer_configs, leaf,
                                lengths_strategy, make_layer, run_layer, weighted_loss)
 from tinygrad_seq import manual_seed, nn, stack, zeros
-from tinygrad_seq.gradcheck import gradcheck
+from tinygrad_seq.autograd.gradcheck import gradcheck
 
 seeds = st.integers(0, 2**32 - 1)
 variants = st.sampled_from(VARIANTS)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tinygrad_seq as tg
-from tinygrad_seq import serialization
+from tinygrad_seq.io import checkpoint as serialization
 
 DTYPES = ["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
           "uint64", "bool", "complex64", ">f8", ">i4"]
@@ -171,11 +171,11 @@ def test_map_location(workdir, device):
     serialization.save({"t": t, "a": t.data, "host": np.ones(2)}, workdir / "devices.npz")
     back = serialization.load(workdir / "devices.npz")  # each to where it came from
     assert back["t"].device == t.device and back["t"].requires_grad
-    assert tg.backend.device_of(back["a"]) == t.device and type(back["host"]) is np.ndarray
+    assert tg.engine.backend.device_of(back["a"]) == t.device and type(back["host"]) is np.ndarray
     on_cpu = serialization.load(workdir / "devices.npz", map_location="cpu")
     assert on_cpu["t"].device == "cpu" and type(on_cpu["a"]) is np.ndarray
     moved = serialization.load(workdir / "devices.npz", map_location=device)
-    assert moved["t"].device == t.device and tg.backend.device_of(moved["host"]) == t.device
+    assert moved["t"].device == t.device and tg.engine.backend.device_of(moved["host"]) == t.device
     with pytest.raises(TypeError, match="map_location must be a device string"):
         serialization.load(workdir / "devices.npz", map_location={"cuda:0": "cpu"})
     with pytest.raises(ValueError, match="unknown device"):

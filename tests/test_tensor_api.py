@@ -10,7 +10,7 @@ from hypothesis.extra import numpy as hnp
 
 import tinygrad_seq as tg
 from tinygrad_seq import functional as F
-from tinygrad_seq.backend import parse_device
+from tinygrad_seq.engine.backend import parse_device
 from devices import HAS_CUDA
 
 MODULE_NAMES = ["Tensor", "zeros", "ones", "full", "randn", "rand", "arange", "zeros_like", "ones_like",

@@ -24,7 +24,7 @@ def test_tg_tensor_is_the_factory_and_the_module_does_not_shadow_it():
     assert callable(tg.tensor) and isinstance(t, Tensor) and t.dtype == np.int64
     f = tg.tensor([1.5, 2.0], dtype=tg.float64, requires_grad=True)
     assert f.dtype == np.float64 and f.requires_grad and f.is_leaf
-    import tinygrad_seq._tensor as core
+    import tinygrad_seq.tensors as core
     assert core.Tensor is Tensor
 
 

@@ -1,28 +1,31 @@
-"""tinygrad_seq: a small reverse-mode autodiff engine on NumPy/CuPy for recurrent networks."""
-from .autograd import (Function, detect_anomaly, enable_grad, inference_mode, is_grad_enabled, no_grad,
-                       set_grad_enabled)
-from .backend import (bool_, float16, float32, float64, get_rng_state, int8, int16, int32, int64, manual_seed,
-                      set_rng_state, uint8)
-from ._tensor import (Tensor, arange, cat, from_numpy, full, maximum, minimum, ones, ones_like, rand, randn, stack,
-                      tensor, where, zeros, zeros_like)
-from . import autograd_functional, capture, data, diagnostics, functional, nn, optim, utils
-from .diagnostics import gradient_flow, to_dot
-from .gradcheck import gradcheck, gradgradcheck
-from .higher_order import grad
-from .serialization import load, save
-from .threads import get_num_threads, set_num_threads
-from . import threads
+"""tinygrad_seq: a small reverse-mode autodiff engine on NumPy/CuPy for recurrent networks.
 
-threads.apply_default()  # one BLAS thread unless the user chose otherwise (see threads.py)
+Layers, each importing only the ones below it: engine (backend, the engine's Tensor, Function and
+the walk, the primitives); tensors (tg.Tensor with PyTorch's everyday methods, creation functions);
+capture (the recorded time loop); autograd (grad, transforms, gradcheck, PyTorch-style Functions,
+detect_anomaly); nn; optim; data; io (checkpoints); distributed; threads and diagnostics on top.
+"""
+from .engine.backend import (bool_, float16, float32, float64, get_rng_state, int8, int16, int32, int64, manual_seed,
+                             set_rng_state, uint8)
+from .engine.function import enable_grad, is_grad_enabled, no_grad
+from .tensors import (Tensor, arange, cat, from_numpy, full, maximum, minimum, ones, ones_like, rand, randn, stack,
+                      tensor, where, zeros, zeros_like)
+from . import autograd, capture, data, diagnostics, distributed, engine, io, nn, optim, tensors, threads, utils
+from .autograd import Function, detect_anomaly, grad, gradcheck, gradgradcheck, inference_mode, set_grad_enabled
+from .autograd import functional as autograd_functional
+from .diagnostics import gradient_flow, to_dot
+from .io import load, save
+from .nn import functional
+from .threads import get_num_threads, set_num_threads
 
 # PyTorch's dtype names (torch.float, torch.long, ...), all NumPy dtypes here
 bool, half, float, double, int, long = bool_, float16, float32, float64, int32, int64
 
 # what `from tinygrad_seq import *` gives: everything above except the names that would shadow builtins
-__all__ = ["Function", "Tensor", "arange", "autograd_functional", "bool_", "capture", "cat", "data", "detect_anomaly",
-           "diagnostics", "double", "enable_grad", "float16", "float32", "float64", "from_numpy", "full", "functional",
-           "get_num_threads", "get_rng_state", "grad", "gradcheck", "gradgradcheck", "gradient_flow", "half",
-           "inference_mode", "int8", "int16", "int32", "int64", "is_grad_enabled", "load", "long", "manual_seed",
-           "maximum", "minimum", "nn", "no_grad", "ones", "ones_like", "optim", "rand", "randn", "save",
-           "set_grad_enabled", "set_num_threads", "set_rng_state", "stack", "tensor", "to_dot", "uint8", "utils",
-           "where", "zeros", "zeros_like"]
+__all__ = ["Function", "Tensor", "arange", "autograd", "autograd_functional", "bool_", "capture", "cat", "data",
+           "detect_anomaly", "diagnostics", "distributed", "double", "enable_grad", "engine", "float16", "float32",
+           "float64", "from_numpy", "full", "functional", "get_num_threads", "get_rng_state", "grad", "gradcheck",
+           "gradgradcheck", "gradient_flow", "half", "inference_mode", "int8", "int16", "int32", "int64", "io",
+           "is_grad_enabled", "load", "long", "manual_seed", "maximum", "minimum", "nn", "no_grad", "ones",
+           "ones_like", "optim", "rand", "randn", "save", "set_grad_enabled", "set_num_threads", "set_rng_state",
+           "stack", "tensor", "tensors", "threads", "to_dot", "uint8", "utils", "where", "zeros", "zeros_like"]

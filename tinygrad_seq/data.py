@@ -24,8 +24,8 @@ have `set_epoch(epoch)`, which DataLoader.set_epoch forwards (a distributed samp
 import math
 from collections.abc import Mapping, Sequence
 
-from . import backend
-from ._tensor import Tensor, stack
+from .engine import backend
+from .tensors import Tensor, stack
 
 __all__ = ["Dataset", "TensorDataset", "Sampler", "SequentialSampler", "RandomSampler", "BatchSampler",
            "BucketBatchSampler", "DataLoader", "default_collate", "PadCollate"]

@@ -15,12 +15,12 @@ LSTM), jacobian_product_singular_values(J) the singular values of their products
 dS_{T-1}/dS_k as k moves back in time, and lyapunov_exponents(J) the Lyapunov spectrum of
 the trajectory by the QR method (Vogt et al. 2022, "On Lyapunov Exponents for RNNs").
 """
-from . import backend
-from .autograd import Function, LeafEdge, enable_grad, no_grad
-from .higher_order import grad
+from .engine import backend
+from .engine.function import Function, LeafEdge, enable_grad, no_grad
+from .autograd.grad import grad
 from .nn.module import Module
 from .nn.recurrent import Recurrent, RNNBase, _layout, run_layers
-from ._tensor import Tensor, cat, stack, zeros_like
+from .tensors import Tensor, cat, stack, zeros_like
 
 __all__ = ["gradient_flow", "to_dot", "state_jacobians", "jacobian_product_singular_values", "lyapunov_exponents"]
 
@@ -28,7 +28,7 @@ __all__ = ["gradient_flow", "to_dot", "state_jacobians", "jacobian_product_singu
 class _StateRecorder(Module):
     """Wraps a cell for the runner and keeps every step's new state (with retain_grad).
 
-    It forwards `initial_state` and `prepare_sequence` to the cell, so the runner does
+    It forwards `initial_state`, `prepare_sequence` and `step` to the cell, so the runner does
     exactly what it does for the bare cell (hoisted input projections included).
     """
 
@@ -39,9 +39,13 @@ class _StateRecorder(Module):
         return self.cell.initial_state(batch_size)
 
     def prepare_sequence(self, x):
-        prepare = getattr(self.cell, "prepare_sequence", None)
-        inputs, step = prepare(x) if prepare is not None else (x, self.cell)
-        return inputs, lambda x_t, state: self._keep(step(x_t, state))
+        if hasattr(self.cell, "prepare_sequence"):
+            return self.cell.prepare_sequence(x)
+        return x, ()
+
+    def step(self, x_t, state, *constants):
+        return self._keep(self.cell.step(x_t, state, *constants) if hasattr(self.cell, "prepare_sequence")
+                          else self.cell(x_t, state))
 
     def forward(self, x_t, state=None):
         return self._keep(self.cell(x_t, state))

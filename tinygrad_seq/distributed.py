@@ -37,9 +37,9 @@ import sys
 import time
 import traceback
 
-from . import backend
-from .autograd import enable_grad
-from ._tensor import Tensor
+from .engine import backend
+from .engine.function import enable_grad
+from .tensors import Tensor
 
 __all__ = ["Communicator", "LocalCommunicator", "MPICommunicator", "NCCLCommunicator", "init", "get_world",
            "is_main_process", "barrier", "broadcast_parameters", "broadcast_optimizer_state",

@@ -1,5 +1,5 @@
 """Activation modules (PyTorch's names), each a thin wrapper around a Tensor op or functional."""
-from .. import functional as F
+from . import functional as F
 from .module import Module
 
 

@@ -1,18 +1,22 @@
-"""Recurrent cells written as a few Tensor ops each (equations in functional.py).
+"""Recurrent cells: RNNCell, LSTMCell, GRUCell, each a few Tensor ops with PyTorch's equations.
 
-A cell maps (x_t, state) to the new state. `prepare_sequence(x)` lets the runner hoist
-per-sequence work out of the time loop: one matmul projects every time step's input at
-once, and the recurrent weight is transposed into a contiguous array once.
+The runner (recurrent.py) talks to a cell through three methods: initial_state(batch_size);
+prepare_sequence(x) once per sequence x (T, B, I), which projects every step's input with one
+matmul (both biases folded in where the equations allow) and transposes the recurrent weight
+into a contiguous array, returning (per-step inputs, constants); and step(x_t, state,
+*constants) once per time step: the cell's equations. forward(x, state) is PyTorch's one-step
+cell API and runs the same step.
 """
-from .. import functional as F
-from .._tensor import full, zeros
+import functools
+
+from ..tensors import full, zeros
 from . import init
 from .module import Module, Parameter, check_input
 
 
 class RNNCellBase(Module):
     """Parameters weight_ih (G*H, I), weight_hh (G*H, H), bias_ih, bias_hh (G*H,), ~ U(-1/sqrt(H), 1/sqrt(H))."""
-    gates = 1
+    gates, state_items = 1, 1  # G, and how many tensors the state holds
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=None, device=None):
         self.input_size, self.hidden_size = input_size, hidden_size
@@ -33,13 +37,12 @@ class RNNCellBase(Module):
             setattr(cell, name, value)
         return cell
 
-    def _zeros(self, batch_size):
+    def initial_state(self, batch_size):
         return zeros(batch_size, self.hidden_size, dtype=self.weight_hh.dtype, device=self.weight_hh.device)
 
-    def initial_state(self, batch_size):
-        return self._zeros(batch_size)
-
-    def _check(self, x, state):
+    def forward(self, x, state=None):
+        """One step on the input x (B, I): the same step the sequence layers run."""
+        state = self.initial_state(x.shape[0]) if state is None else tuple(state) if isinstance(state, list) else state
         check_input(self, x, self.weight_ih)
         if x.ndim != 2 or x.shape[1] != self.input_size:
             raise ValueError(f"{type(self).__name__}: expected input of shape (batch, {self.input_size}), got {x.shape}")
@@ -47,14 +50,21 @@ class RNNCellBase(Module):
             if s.shape != (x.shape[0], self.hidden_size):
                 raise ValueError(f"{type(self).__name__}: expected state of shape ({x.shape[0]}, {self.hidden_size}), "
                                  f"got {s.shape}")
+        return self.step(self.project(x), state, *self.constants(self.weight_hh.T))
 
-    def _input_projection(self, x, fold_bias_hh):
-        """x (T, B, I) -> (T, B, G*H) in one matmul, with bias_ih (and bias_hh when it can be folded)."""
+    def prepare_sequence(self, x):
+        """Once per sequence x (T, B, I): every step's input projected by one matmul, and the constants each
+        step reads (the recurrent weight transposed into a contiguous array: faster at small batches)."""
         T, B, I = x.shape
-        bias = self.bias_ih
-        if fold_bias_hh and bias is not None:
-            bias = bias + self.bias_hh
-        return F.linear(x.reshape(T * B, I), self.weight_ih, bias).reshape(T, B, -1)
+        return self.project(x.reshape(T * B, I)).reshape(T, B, -1), self.constants(self.weight_hh.T.contiguous())
+
+    def project(self, x):
+        """x W_ih^T + b_ih + b_hh, for rows x (N, I)."""
+        bias = self.bias_ih + self.bias_hh if self.bias_ih is not None else None
+        return x @ self.weight_ih.T if bias is None else x @ self.weight_ih.T + bias
+
+    def constants(self, w_hh_t):
+        return (w_hh_t,)
 
     def extra_repr(self):
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias_ih is not None}"
@@ -69,14 +79,13 @@ class RNNCell(RNNCellBase):
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, bias, dtype, device)
 
-    def forward(self, x, state=None):
-        state = self.initial_state(x.shape[0]) if state is None else state
-        self._check(x, state)
-        return F.rnn_cell(x, state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity)
-
-    def prepare_sequence(self, x):
-        projected, w_hh_t, act = self._input_projection(x, True), self.weight_hh.T.contiguous(), self.nonlinearity
-        return projected, lambda x_t, h: F.rnn_update(x_t + h @ w_hh_t, act)
+    def step(self, x_t, h, w_hh_t):
+        pre = x_t + h @ w_hh_t
+        if self.nonlinearity == "tanh":
+            return pre.tanh()
+        if self.nonlinearity == "relu":
+            return pre.relu()
+        raise ValueError(f"rnn_cell: nonlinearity must be 'tanh' or 'relu', got {self.nonlinearity!r}")
 
     def extra_repr(self):
         return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
@@ -84,44 +93,60 @@ class RNNCell(RNNCellBase):
 
 class LSTMCell(RNNCellBase):
     """Gates i, f, g, o; c' = f c + i g; h' = o tanh(c'). The state is the pair (h, c)."""
-    gates = 4
+    gates, state_items = 4, 2
 
     def initial_state(self, batch_size):
-        return self._zeros(batch_size), self._zeros(batch_size)
-
-    def forward(self, x, state=None):
-        state = self.initial_state(x.shape[0]) if state is None else tuple(state)
-        self._check(x, state)
-        return F.lstm_cell(x, state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        return super().initial_state(batch_size), super().initial_state(batch_size)
 
     def prepare_sequence(self, x):
-        """Halve the i, f, o rows of the weights and biases once, so each step needs one tanh
-        for all four gates (F.lstm_update_halved)."""
-        H, dtype, device = self.hidden_size, self.weight_hh.dtype, self.weight_hh.device
-        scale = full((4 * H,), 0.5, dtype=dtype, device=device)
-        scale.data[2 * H:3 * H] = 1.0
-        shift = scale * -1.0 + 1.0  # 1/2 for i, f, o; 0 for g
-        rows = scale.reshape(4 * H, 1)
-        bias = None if self.bias_ih is None else (self.bias_ih + self.bias_hh) * scale
+        """As for every cell, with the i, f and o rows of the projected inputs and of the recurrent weight
+        halved once here, so that step does not halve them at every time step."""
         T, B, I = x.shape
-        projected = F.linear(x.reshape(T * B, I), self.weight_ih * rows, bias).reshape(T, B, -1)
-        w_hh_t = (self.weight_hh * rows).T.contiguous()
-        return projected, lambda x_t, state: F.lstm_update_halved(x_t + state[0] @ w_hh_t, state[1], scale, shift)
+        scale, shift = _gate_scales(self.hidden_size, self.weight_hh.dtype, self.weight_hh.device)
+        rows = scale.reshape((4 * self.hidden_size, 1))
+        inputs = x.reshape(T * B, I) @ (self.weight_ih * rows).T
+        if self.bias_ih is not None:
+            inputs = inputs + (self.bias_ih + self.bias_hh) * scale
+        return inputs.reshape(T, B, -1), ((self.weight_hh * rows).T.contiguous(), scale, shift, True)
+
+    def constants(self, w_hh_t):
+        return (w_hh_t,) + _gate_scales(self.hidden_size, self.weight_hh.dtype, self.weight_hh.device) + (False,)
+
+    def step(self, x_t, state, w_hh_t, scale, shift, halved):
+        """Gates i, f, o = sigmoid(.), g = tanh(.) of z = x_t + h W_hh^T, all four from ONE tanh: sigmoid(z) =
+        tanh(z / 2) / 2 + 1 / 2. `scale` is 1/2 on the i, f, o rows and 1 on g, `shift` 1/2 and 0; the rows of
+        z are halved here, or already (`halved`: prepare_sequence halved the weights once per sequence)."""
+        h, c = state
+        z = x_t + h @ w_hh_t
+        i, f, g, o = ((z if halved else z * scale).tanh() * scale + shift).chunk(4, 1)
+        c = f * c + i * g
+        return o * c.tanh(), c
+
+
+@functools.lru_cache(maxsize=32)
+def _gate_scales(hidden_size, dtype, device):
+    """LSTMCell.step's `scale` and `shift` (constants, made once per size, dtype and device)."""
+    scale = full((4 * hidden_size,), 0.5, dtype=dtype, device=device)
+    scale[2 * hidden_size:3 * hidden_size] = 1.0
+    return scale, 1.0 - scale
 
 
 class GRUCell(RNNCellBase):
-    """Gates r, z, n; n = tanh(x_n + r (h W_hn^T + b_hn)); h' = (1 - z) n + z h."""
+    """Gates r, z, n; n = tanh(x_n + b_in + r (h W_hn^T + b_hn)); h' = (1 - z) n + z h."""
     gates = 3
 
-    def forward(self, x, state=None):
-        state = self.initial_state(x.shape[0]) if state is None else state
-        self._check(x, state)
-        return F.gru_cell(x, state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+    def project(self, x):
+        """x W_ih^T + b_ih: b_hh cannot be folded in (r multiplies its n part)."""
+        return x @ self.weight_ih.T if self.bias_ih is None else x @ self.weight_ih.T + self.bias_ih
 
-    def prepare_sequence(self, x):
-        projected, w_hh_t, b_hh = self._input_projection(x, False), self.weight_hh.T.contiguous(), self.bias_hh
+    def constants(self, w_hh_t):
+        return w_hh_t, self.bias_hh
 
-        def step(x_t, h):
-            hidden = h @ w_hh_t
-            return F.gru_update(x_t, hidden + b_hh if b_hh is not None else hidden, h)
-        return projected, step
+    def step(self, x_t, h, w_hh_t, b_hh):
+        hidden = h @ w_hh_t if b_hh is None else h @ w_hh_t + b_hh
+        H = h.shape[1]
+        x_rz, x_n = x_t.split([2 * H, H], 1)
+        h_rz, h_n = hidden.split([2 * H, H], 1)
+        r, z = (x_rz + h_rz).sigmoid().chunk(2, 1)  # r and z are adjacent: one add, one sigmoid
+        n = (x_n + r * h_n).tanh()
+        return n + z * (h - n)  # (1 - z) n + z h

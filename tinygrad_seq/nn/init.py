@@ -1,8 +1,8 @@
 """In-place initialisers for parameters (PyTorch's names and formulas)."""
 import math
 
-from .. import backend
-from ..autograd import no_grad
+from ..engine import backend
+from ..engine.function import no_grad
 
 
 def _fill(tensor, values):

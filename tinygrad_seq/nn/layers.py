@@ -1,8 +1,8 @@
 """Feed-forward layers: Linear, Embedding, Dropout, LayerNorm."""
 import math
 
-from .. import functional as F
-from .._tensor import zeros
+from . import functional as F
+from ..tensors import zeros
 from . import init
 from .module import Module, Parameter, check_input
 

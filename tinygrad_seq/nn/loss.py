@@ -1,6 +1,6 @@
 """Loss modules (PyTorch's names and arguments) over the functions in functional.py."""
-from .. import functional as F
-from .._tensor import Tensor
+from . import functional as F
+from ..tensors import Tensor
 from .module import Module
 
 

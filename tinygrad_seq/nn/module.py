@@ -2,8 +2,8 @@
 from collections import namedtuple
 from collections.abc import Mapping
 
-from .. import backend
-from .._tensor import Tensor
+from ..engine import backend
+from ..tensors import Tensor
 
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
 

@@ -1,24 +1,23 @@
 """The recurrent runner, and the sequence layers built on it.
 
-`run_layers` is the one loop over time that every recurrent layer and every custom cell
-goes through. It handles initial states, variable lengths (PyTorch's packed-sequence
-semantics), reversal within each sequence's length, bidirectional concatenation,
-stacking and dropout between layers. Backpropagation through time is not written here:
-the loop records ordinary ops and the tape differentiates them.
+`run_direction` is the one loop over time that every recurrent layer and every custom cell goes
+through: it prepares the sequence once through the cell (`prepare_sequence`), then calls the
+cell's `step` (or `forward`) once per time step, applying variable lengths (PyTorch's
+packed-sequence semantics). Steps 0 and 1 run through capture's Recorder, and if the guard
+allows it the rest of the sequence is one captured node (capture.py). `run_layers` adds
+reversal within each sequence's length, bidirectional concatenation, stacking and dropout
+between layers. Backpropagation through time is not written here: the tape differentiates
+the steps.
 """
 import functools
 
-from .. import backend, capture as _capture
-from .. import functional as F
-from .._tensor import Tensor, cat, stack, where, zeros
+from .. import capture as _capture
+from ..engine import backend
+from ..tensors import Tensor, cat, stack, where, zeros
+from . import functional as F
 from . import init
 from .cells import GRUCell, LSTMCell, RNNCell
 from .module import Module, Parameter
-
-
-def _output_of(state):
-    """A state is a Tensor or a tuple whose first item is the output (LSTM: (h, c))."""
-    return state[0] if isinstance(state, tuple) else state
 
 
 def _rows(mask, ndim):
@@ -27,51 +26,59 @@ def _rows(mask, ndim):
     return mask.reshape(mask.shape + (1,) * (ndim - mask.ndim))
 
 
-def _select(mask, new, old):
-    """Per batch row (mask: B booleans): the new state where mask is true, else the old one
-    (tuples item by item; states of any rank >= 1 with the batch first)."""
-    if isinstance(new, tuple):
-        return tuple(_select(mask, n, o) for n, o in zip(new, old))
-    return where(_rows(mask, new.ndim), new, old)
-
-
-def _steps(cell, x):
-    """The per-step inputs and step function of `cell` for the sequence x (T, B, ...)."""
-    prepare = getattr(cell, "prepare_sequence", None)
-    return prepare(x) if prepare is not None else (x, cell)
-
-
-def run_direction(cell, x, state, lengths=None, capture=True, checkpoint=None):
+def run_direction(cell, x, state=None, lengths=None, capture=True, checkpoint=None):
     """Run one cell over x (T, B, ...) forward in time; returns (outputs (T, B, H), final state).
 
-    With `lengths` (a host list), row b stops updating after step lengths[b] - 1: its final
-    state is the one at its last valid step and its later outputs are zero. The loop is
-    captured (capture.py: one step recorded, replayed as one tape node, `checkpoint` steps
-    per recomputed segment) unless the guard or `capture=False` says to run it eagerly.
+    A state is a Tensor or a tuple of Tensors whose first item is the output. With `lengths`
+    (a host list), row b stops updating after step lengths[b] - 1: its final state is the one
+    at its last valid step and its later outputs are zero. The loop is captured (capture.py:
+    steps 0 and 1 recorded, the rest replayed as one node, `checkpoint` steps per recomputed
+    segment) unless the guard or `capture=False` says to run it eagerly.
     """
     T, B = x.shape[0], x.shape[1]
-    shortest = min(lengths) if lengths is not None else T
-    valid = None
+    shortest, valid = T if lengths is None else min(lengths), None
     if shortest < T:
         xp = backend.namespace(x.device)
         valid = xp.arange(T)[:, None] < xp.asarray(lengths)[None, :]  # (T, B) booleans
         x = where(_rows(valid, x.ndim), x, 0)  # padding never reaches the cell, even inf or NaN
-    inputs, step = _steps(cell, x)
-    if state is None:
-        state = cell.initial_state(B)
-
-    def advance(t, new, old):  # rows past their length keep their state
-        return new if t < shortest else _select(valid[t], new, old)
-
-    out, state = _capture.run(cell, step, inputs, state, advance, valid, shortest, capture, checkpoint)
-    if isinstance(out, list):  # not captured: on from the steps already run, op by op
-        for t, x_t in enumerate(inputs.unbind(0)[len(out):], start=len(out)):
-            state = advance(t, step(x_t, state), state)
-            out.append(_output_of(state))
-        out = stack(out)
+    if hasattr(cell, "prepare_sequence"):
+        inputs, constants = cell.prepare_sequence(x)
+        step = cell.step
+    else:
+        inputs, constants, step = x, (), cell.forward
+    state = cell.initial_state(B) if state is None else tuple(state) if isinstance(state, list) else state
+    recorder = _capture.recorder(cell, capture, T, checkpoint)  # None: eager (the reason is counted)
+    outputs = []
+    if recorder is None:
+        state = _steps(step, inputs.unbind(0), 0, state, constants, valid, shortest, outputs)
+        out = stack(outputs)
+    else:
+        first, rest = inputs.split([2, T - 2])
+        state = _steps(step, first.unbind(0), 0, state, constants, valid, shortest, outputs, recorder)
+        captured = recorder.replay(rest, state, outputs, valid, shortest)  # steps 2..T-1 as one node
+        if captured is None:  # the guard said no: on from step 2, op by op
+            state = _steps(step, rest.unbind(0), 2, state, constants, valid, shortest, outputs)
+            out = stack(outputs)
+        else:
+            out, state = captured
     if shortest < T:
         out = where(_rows(valid, out.ndim), out, 0.0)
     return out, state
+
+
+def _steps(step, xs, t, state, constants, valid, shortest, outputs, recorder=None):
+    """Run step(x_t, state, *constants) for each x_t of xs, the first being time step t; appends each
+    step's output to `outputs` and returns the last state. Rows past their length keep their state."""
+    for x_t in xs:
+        new = step(x_t, state, *constants) if recorder is None else recorder.record(step, x_t, state, constants)
+        if t >= shortest:
+            mask = valid[t]
+            new = tuple(where(_rows(mask, n.ndim), n, o) for n, o in zip(new, state)) if isinstance(new, tuple) \
+                else where(_rows(mask, new.ndim), new, state)
+        state = new
+        outputs.append(state[0] if isinstance(state, tuple) else state)
+        t += 1
+    return state
 
 
 def _reverse_index(lengths, T, device):
@@ -218,10 +225,6 @@ class RNNBase(Module):
     def _cell_options(self):
         return {}
 
-    @property
-    def _state_count(self):
-        return 2 if self.cell_type is LSTMCell else 1
-
     def forward(self, x, hx=None, lengths=None):
         return self.run_cells(self.cells(), x, hx, lengths)
 
@@ -248,8 +251,8 @@ class RNNBase(Module):
         states = None
         if hx is not None:
             hx = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
-            if len(hx) != self._state_count:
-                raise ValueError(f"{name}: hx must be {'(h_0, c_0)' if self._state_count == 2 else 'h_0'}")
+            if len(hx) != self.cell_type.state_items:
+                raise ValueError(f"{name}: hx must be {'(h_0, c_0)' if self.cell_type.state_items == 2 else 'h_0'}")
             expected = (self.num_layers * D, H) if unbatched else (self.num_layers * D, B, H)
             for h in hx:
                 if not isinstance(h, Tensor) or h.shape != expected or h.dtype != weight.dtype or h.device != weight.device:
@@ -257,11 +260,11 @@ class RNNBase(Module):
                     raise ValueError(f"{name}: initial state must have shape {expected}, dtype {weight.dtype} "
                                      f"on {weight.device}; got {got}")
             per_state = [h.unsqueeze(1).unbind(0) if unbatched else h.unbind(0) for h in hx]
-            flat = list(zip(*per_state)) if self._state_count == 2 else per_state[0]
+            flat = list(zip(*per_state)) if self.cell_type.state_items == 2 else per_state[0]
             states = [[flat[k * D + d] for d in range(D)] + [None] * (2 - D) for k in range(self.num_layers)]
         out, finals = run_layers(layers, x, states, lengths, self.dropout, self.training, self.capture, self.checkpoint)
         flat = [s for layer in finals for s in layer]
-        if self._state_count == 2:
+        if self.cell_type.state_items == 2:
             h_n, c_n = stack([s[0] for s in flat]), stack([s[1] for s in flat])
             final = (h_n[:, 0], c_n[:, 0]) if unbatched else (h_n, c_n)
         else:

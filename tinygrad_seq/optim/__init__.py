@@ -10,9 +10,9 @@ hyperparameters are kept as Python floats, so float32 stays float32.
 """
 from collections.abc import Mapping
 
-from .. import backend
-from ..autograd import enable_grad
-from .._tensor import Tensor
+from ..engine import backend
+from ..engine.function import enable_grad
+from ..tensors import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "lr_scheduler"]
 

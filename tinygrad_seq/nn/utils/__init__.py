@@ -3,8 +3,8 @@
 clip_grad_norm_ / clip_grad_value_ rescale the `.grad` of parameters in place (each leaf
 owns its gradient buffer, so this touches nobody else's array).
 """
-from ... import backend
-from ..._tensor import Tensor
+from ...engine import backend
+from ...tensors import Tensor
 from .rnn import pad_sequence
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "pad_sequence"]

@@ -3,7 +3,7 @@
 pad_sequence is built from Tensor ops (cat with a constant block, then one stack), so it
 is differentiable. Packed sequences are not a type here: recurrent layers take `lengths=`.
 """
-from ..._tensor import Tensor, cat, full, stack
+from ...tensors import Tensor, cat, full, stack
 
 __all__ = ["pad_sequence"]
 

@@ -11,14 +11,12 @@ jvp uses the double-vjp trick (a forward-mode product from two reverse passes: t
 u -> J^T u is linear in u, and its own vjp with v is J v). jacobian takes one reverse
 pass per output element; hessian is the Jacobian of the gradient. Both are meant for
 small inputs. With strict=True an output that does not depend on an input raises; by
-default its derivative is zeros, as in PyTorch.
-
-Named autograd_functional because `tinygrad_seq.autograd` is the engine's module, not a
-package: `from tinygrad_seq.autograd_functional import hvp`.
+default its derivative is zeros, as in PyTorch. Import it as PyTorch's:
+`from tinygrad_seq.autograd.functional import hvp`.
 """
-from .autograd import enable_grad
-from .higher_order import grad
-from ._tensor import Tensor, ones_like, stack, zeros_like
+from ..engine.function import enable_grad
+from ..tensors import Tensor, ones_like, stack, zeros_like
+from .grad import grad
 
 __all__ = ["vjp", "jvp", "vhp", "hvp", "jacobian", "hessian"]
 

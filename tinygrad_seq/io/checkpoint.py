@@ -32,8 +32,8 @@ from collections.abc import Mapping
 
 import numpy  # host-side file I/O only: the .npy format; computation stays in backend.py
 
-from . import backend
-from ._tensor import Tensor
+from ..engine import backend
+from ..tensors import Tensor
 
 __all__ = ["save", "load"]
 

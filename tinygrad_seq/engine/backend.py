@@ -3,7 +3,7 @@
 A device string ("cpu", "cuda", "cuda:N") maps to an array namespace (NumPy or CuPy);
 everything else in tinygrad_seq asks this module for the namespace, for transfers
 between host and device, for scatter-add and for random numbers (and their state).
-The one other module that imports NumPy is serialization.py, for host-side file I/O.
+The one other place that imports NumPy is tinygrad_seq.io, for host-side file I/O.
 """
 import numpy
 
@@ -18,18 +18,16 @@ CUDA_HELP = ('CuPy is needed for device "{}": install the GPU extra with '
 
 
 class Backend:
-    """One kind of device: its array namespace and how arrays get there and back."""
+    """One kind of device: its array namespace and how arrays get there and back. rng_state(gen) is a
+    snapshot of a generator made of numbers, strings and host arrays; set_rng_state(gen, snapshot)."""
     __slots__ = ("name", "xp", "array_type", "to_device", "to_host", "scatter_add", "make_rng", "device_of",
                  "rng_state", "set_rng_state")
 
     def __init__(self, name, xp, array_type, to_device, to_host, scatter_add, make_rng, device_of,
-                 rng_state=None, set_rng_state=None):
-        self.name, self.xp, self.array_type = name, xp, array_type
-        self.to_device, self.to_host, self.scatter_add = to_device, to_host, scatter_add
-        self.make_rng, self.device_of = make_rng, device_of
-        # rng_state(gen) -> a snapshot made of numbers, strings and host arrays; set_rng_state(gen, snapshot)
-        self.rng_state = rng_state or _numpy_rng_state
-        self.set_rng_state = set_rng_state or _set_numpy_rng_state
+                 rng_state=lambda gen: gen.bit_generator.state, set_rng_state=None):
+        self.name, self.xp, self.array_type, self.to_device, self.to_host = name, xp, array_type, to_device, to_host
+        self.scatter_add, self.make_rng, self.device_of, self.rng_state = scatter_add, make_rng, device_of, rng_state
+        self.set_rng_state = set_rng_state or (lambda gen, state: setattr(gen.bit_generator, "state", state))
 
 
 def _numpy_scatter_add(target, index, values):
@@ -45,17 +43,8 @@ def _numpy_scatter_add(target, index, values):
     numpy.add.at(target, index, values)
 
 
-def _numpy_rng_state(gen):
-    return gen.bit_generator.state  # {"bit_generator": "PCG64", "state": {...}, ...}: ints and strings
-
-
-def _set_numpy_rng_state(gen, state):
-    gen.bit_generator.state = state
-
-
-_backends = {"cpu": Backend("cpu", numpy, numpy.ndarray, lambda a, ordinal: numpy.asarray(a),
-                            numpy.asarray, _numpy_scatter_add,
-                            lambda seed, ordinal: numpy.random.default_rng(seed), lambda a: "cpu")}
+_backends = {"cpu": Backend("cpu", numpy, numpy.ndarray, lambda a, ordinal: numpy.asarray(a), numpy.asarray,
+                            _numpy_scatter_add, lambda seed, ordinal: numpy.random.default_rng(seed), lambda a: "cpu")}
 _seed = None
 _rngs = {}
 
@@ -145,7 +134,12 @@ def device_of(array):
 
 
 def is_array(obj):
-    return any(isinstance(obj, b.array_type) for b in _backends.values())
+    if type(obj) is numpy.ndarray:
+        return True
+    for b in _backends.values():
+        if isinstance(obj, b.array_type):
+            return True
+    return False
 
 
 def to_device(array, device):
@@ -195,12 +189,9 @@ def host_rng(seed):
 
 
 def get_rng_state():
-    """A snapshot of every random stream the library uses, per device, that `save` can write.
-
-    {"seed": the manual_seed (or None), "devices": {device: the generator's state}}; a device
-    whose stream has not been used yet is absent (it will be created from the seed, as it
-    would have been without the snapshot).
-    """
+    """A snapshot of every random stream the library uses, that `save` can write: {"seed": manual_seed's
+    seed (or None), "devices": {device: its generator's state}}; a device whose stream was never used is
+    absent (it will be created from the seed, as it would have been without the snapshot)."""
     return {"seed": _seed, "devices": {device: _backend(device).rng_state(gen) for device, gen in _rngs.items()}}
 
 
@@ -209,9 +200,9 @@ def set_rng_state(state):
     were drawn next when the snapshot was taken, on every device."""
     global _seed
     if not isinstance(state, dict) or set(state) != {"seed", "devices"} or not isinstance(state["devices"], dict):
+        keys = f" with keys {sorted(state)}" if isinstance(state, dict) else ""
         raise ValueError("set_rng_state: expected the dict that get_rng_state() returns, with keys 'seed' and "
-                         f"'devices', got {type(state).__name__}"
-                         + (f" with keys {sorted(state)}" if isinstance(state, dict) else ""))
+                         f"'devices', got {type(state).__name__}{keys}")
     seed = state["seed"]
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ValueError(f"set_rng_state: 'seed' must be an integer or None, got {seed!r}")
@@ -239,8 +230,8 @@ def is_integer(dt):
 
 
 def array_namespace(array):
-    """The namespace that computes on `array` (fast path for host arrays)."""
-    if type(array) is numpy.ndarray:
+    """The namespace that computes on `array` (fast path for host arrays; NumPy scalars are host values)."""
+    if type(array) is numpy.ndarray or isinstance(array, numpy.generic):
         return numpy
     return _backend(device_of(array)).xp
 
@@ -286,14 +277,10 @@ def erf(array):
     try:
         from scipy.special import erf as scipy_erf
     except ImportError:
-        return _libm_erf(array)
+        import math
+        dtype = array.dtype if array.dtype.kind == "f" else float64  # asarray: 0-d gives a float
+        return numpy.asarray(numpy.frompyfunc(math.erf, 1, 1)(array), dtype=dtype)
     return scipy_erf(array)
-
-
-def _libm_erf(array):
-    import math
-    dtype = array.dtype if array.dtype.kind == "f" else float64
-    return numpy.asarray(numpy.frompyfunc(math.erf, 1, 1)(array), dtype=dtype)  # 0-d gives a float: asarray
 
 
 def ignore_float_errors():

@@ -2,10 +2,10 @@
 differences, in float64."""
 import random
 
-from . import backend
-from .autograd import enable_grad, no_grad
-from .higher_order import grad
-from ._tensor import Tensor
+from ..engine import backend
+from ..engine.function import enable_grad, no_grad
+from ..tensors import Tensor
+from .grad import grad
 
 
 class GradcheckError(AssertionError):
@@ -91,7 +91,7 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
 
     The checked function is (inputs, v) -> grad(fn(inputs), inputs, v, create_graph=True):
     its derivatives with respect to the inputs are fn's second derivatives (the backward
-    rules' own backward, run through backward_graph), those with respect to v check that
+    rules run on Tensors), those with respect to v check that
     the recorded gradient is the right linear function of v. v (grad_outputs) is a random
     float64 direction per floating output, seeded by `seed`, as PyTorch draws it; pass your
     own to fix it. Inputs that require grad must be float64. Returns True or raises

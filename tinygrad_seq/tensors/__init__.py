@@ -1,0 +1,11 @@
+"""tg.Tensor and the tg.* functions that make and join tensors: the layer above the engine that
+users hold. The engine's Tensor (engine/tensor.py) has what the tape and the derivative rules
+need; this layer adds PyTorch's everyday methods (methods.py) and functions (creation.py).
+"""
+from .creation import (arange, cat, from_numpy, full, maximum, minimum, ones, ones_like, rand, randn, stack, tensor,
+                       where, zeros, zeros_like)
+from .methods import ValuesIndices
+from .tensor import Tensor
+
+__all__ = ["Tensor", "ValuesIndices", "arange", "cat", "from_numpy", "full", "maximum", "minimum", "ones", "ones_like",
+           "rand", "randn", "stack", "tensor", "where", "zeros", "zeros_like"]
