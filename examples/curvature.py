@@ -111,7 +111,7 @@ def train(args):
         loss.backward()
         with tg.no_grad():
             for p in params:  # plain gradient descent: the step the 2/lr edge is about
-                p.data -= args.lr * p.grad.data
+                p.data.add_(p.grad, alpha=-args.lr)
         history["loss"].append(loss.item())
         history["loss_step"].append(step)
         history["accuracy"].append(float((logits.numpy().argmax(1) == y.numpy()).mean()))

@@ -235,7 +235,7 @@ def train(args, progress):
         if args.chrono:  # gate f near 0 keeps h: start each unit with a memory of u ~ U(1, T) steps
             bias = cell.bias.numpy().copy()
             bias[:args.hidden] = -np.log(rng.uniform(1.0, max(n, 2.0), args.hidden))
-            cell.bias.data = tg.Tensor(bias).data
+            cell.bias.data = tg.Tensor(bias)
         model = SequenceClassifier(nn.Recurrent(cell), args.hidden)
         t0 = time.perf_counter()
         used, losses = train_classifier(model, n, args.steps, args.batch, args.lr, rng,

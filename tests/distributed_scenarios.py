@@ -126,7 +126,7 @@ def train(comm, kind, opt_name, initial, epochs=2, local_batch=4, weighting="cou
             else:
                 dist.average_gradients(params, comm, count=weight, bucket_bytes=512)
                 opt.step()
-    return [p.data.copy() for p in params]
+    return [p.array.copy() for p in params]
 
 
 def reference(kind, opt_name, initial, world_size, epochs=2, local_batch=4, seed=0):
@@ -145,7 +145,7 @@ def reference(kind, opt_name, initial, world_size, epochs=2, local_batch=4, seed
             inputs, _ = batch_of(data, index, kind)
             model.loss(*inputs, reduction="mean").backward()
             opt.step()
-    return [p.data.copy() for p in params]
+    return [p.array.copy() for p in params]
 
 
 def max_difference(a, b):
@@ -233,5 +233,5 @@ def resume_from_rank0(comm):
     for index in sorted(state["state"]):
         entry = state["state"][index]
         flat += [entry["step"], entry["exp_avg"], entry["exp_avg_sq"]]
-    return comm.allgather_object((fingerprints([p.data for p in params]),
+    return comm.allgather_object((fingerprints([p.array for p in params]),
                                   [f if not isinstance(f, np.ndarray) else f.tobytes() for f in flat]))

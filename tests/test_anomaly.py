@@ -66,8 +66,8 @@ def test_exploding_relu_rnn_forward():
     """A ReLU RNN with large recurrent weights overflows float32 after a few dozen steps."""
     tg.manual_seed(0)
     rnn = nn.RNN(3, 4, nonlinearity="relu")
-    rnn.weight_ih_l0.data[:] = 1.0
-    rnn.weight_hh_l0.data[:] = 50.0  # h grows about 200x per step: inf after ~17 steps
+    rnn.weight_ih_l0.array[:] = 1.0
+    rnn.weight_hh_l0.array[:] = 50.0  # h grows about 200x per step: inf after ~17 steps
     x = Tensor(np.ones((40, 2, 3), np.float32))
     with tg.detect_anomaly():
         with pytest.raises(FloatingPointError) as info:
@@ -88,10 +88,10 @@ def test_exploding_rnn_backward_through_time():
     """Finite forward values, but the gradient through 60 steps overflows float32."""
     tg.manual_seed(0)
     cell = nn.RNNCell(2, 3, nonlinearity="relu")
-    cell.weight_ih.data[:] = 0.0
-    cell.bias_ih.data[:] = 0.0
-    cell.bias_hh.data[:] = 0.0
-    cell.weight_hh.data[:] = np.eye(3, dtype=np.float32) * 4.0  # |dh_T/dh_0| = 4^60 ~ 1e36
+    cell.weight_ih.array[:] = 0.0
+    cell.bias_ih.array[:] = 0.0
+    cell.bias_hh.array[:] = 0.0
+    cell.weight_hh.array[:] = np.eye(3, dtype=np.float32) * 4.0  # |dh_T/dh_0| = 4^60 ~ 1e36
     h0 = Tensor(np.full((1, 3), 1e-30, np.float32), requires_grad=True)
     x = Tensor(np.zeros((60, 1, 2), np.float32))
     with tg.detect_anomaly():

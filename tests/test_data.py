@@ -215,5 +215,5 @@ def test_batches_stay_on_the_examples_device(device):
     np.testing.assert_array_equal(padded.numpy(), want.numpy())
     stacked = default_collate([tg.randn(2, device=device) for _ in range(4)])
     assert stacked.device == seqs[0].device and stacked.shape == (4, 2)
-    raw = default_collate([s.data[:1] for s in seqs])
+    raw = default_collate([s.array[:1] for s in seqs])
     assert raw.device == seqs[0].device and raw.shape == (3, 1, 2)

@@ -282,7 +282,7 @@ def test_nccl_broadcasts_parameters_on_the_device():
             model = sc.Classifier().to("fake")
         if comm.rank == 1:
             for p in model.parameters():
-                p.data *= 2.0
+                p.array[...] *= 2.0
         dist.broadcast_parameters(model, comms[comm.rank])
         return [p.numpy() for p in model.parameters()], [p.device for p in model.parameters()]
     (w0, d0), (w1, d1) = world.run(run)
@@ -293,7 +293,7 @@ def test_nccl_broadcasts_parameters_on_the_device():
 def test_nccl_refuses_unsupported_dtypes():
     world, nccl, comms = nccl_world(1)
     with pytest.raises(TypeError, match="not supported by NCCL"):
-        comms[0].allreduce(tg.Tensor(np.zeros(3, dtype=np.uint16), device="fake").data)
+        comms[0].allreduce(tg.Tensor(np.zeros(3, dtype=np.uint16), device="fake").array)
 
 
 # ---- randomness ----------------------------------------------------------------------------------

@@ -202,7 +202,7 @@ def test_detach_shares_data_and_stops_the_gradient(x_np):
     x = leaf(x_np)
     d = x.detach()
     assert d.is_leaf and not d.requires_grad and d.grad_fn is None
-    assert np.shares_memory(d.data, x.data)
+    assert np.shares_memory(d.array, x.array)
     (x * d).sum().backward()  # d is a constant: d/dx = d
     np.testing.assert_allclose(x.grad.numpy(), x_np)
 
@@ -431,7 +431,7 @@ def test_the_users_backward_grad_is_never_modified(x_np, as_tensor):
     leaf_root = leaf(x_np)
     grad_tensor = tg.Tensor(g)
     leaf_root.backward(grad_tensor)  # a leaf as the root: .grad must be a copy
-    leaf_root.grad.data += 1.0
+    leaf_root.grad.array[...] += 1.0
     np.testing.assert_array_equal(grad_tensor.numpy(), kept)
 
 
@@ -440,8 +440,8 @@ def test_no_two_leaves_share_a_gradient_buffer(device):
     b = leaf(np.array([3.0, 4.0]), device)
     g = tg.Tensor(np.array([1.0, 1.0]), dtype=tg.float64, device=device)
     (a + b).backward(g)  # Add hands the same array to both inputs
-    assert a.grad.data is not b.grad.data
-    a.grad.data[...] = 5.0
+    assert a.grad.array is not b.grad.array
+    a.grad.array[...] = 5.0
     np.testing.assert_array_equal(b.grad.numpy(), [1.0, 1.0])
     np.testing.assert_array_equal(g.numpy(), [1.0, 1.0])
 
@@ -450,8 +450,8 @@ def test_leaf_grads_do_not_alias_each_other_on_the_host():
     a, b = leaf(np.ones(3)), leaf(np.ones(3))
     c = leaf(np.ones(3))
     (a + b + c.reshape(3)).sum().backward()
-    assert not np.shares_memory(a.grad.data, b.grad.data)
-    assert not np.shares_memory(b.grad.data, c.grad.data)
+    assert not np.shares_memory(a.grad.array, b.grad.array)
+    assert not np.shares_memory(b.grad.array, c.grad.array)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

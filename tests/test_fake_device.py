@@ -75,9 +75,9 @@ def test_asarray_copies_host_data():
 
 def test_the_backend_moves_arrays_explicitly():
     t = tg.Tensor([1.0, 2.0], device="fake")
-    assert t.device == "fake:0" and type(t.data) is FakeArray
-    assert backend.device_of(t.data) == "fake:0"
-    host = backend.to_host(t.data)
+    assert t.device == "fake:0" and type(t.array) is FakeArray
+    assert backend.device_of(t.array) == "fake:0"
+    host = backend.to_host(t.array)
     assert type(host) is np.ndarray
     back = backend.to_device(host, "fake:0")
     assert type(back) is FakeArray

@@ -140,7 +140,7 @@ def test_mark_non_differentiable_and_integer_outputs():
         def backward(ctx, g, g_order):
             order, = ctx.saved_tensors
             out = tg.zeros(g.shape, dtype=g.dtype)
-            out.data[order.numpy()] = g.numpy()
+            out.array[order.numpy()] = g.numpy()
             return out
 
     x = Tensor([3.0, 1.0, 2.0], requires_grad=True)

@@ -630,7 +630,7 @@ def test_min_of_bool_and_int_tensors():
 
 def test_maximum_and_where_with_a_python_scalar_first():
     x = Tensor(np.array([-1.0, 2.0]), requires_grad=True)
-    y = tg.maximum(0.0, x) + tg.where(x.data > 0, 1.0, x)
+    y = tg.maximum(0.0, x) + tg.where(x.array > 0, 1.0, x)
     np.testing.assert_array_equal(y.numpy(), [-1.0, 3.0])
     y.sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [1.0, 1.0])

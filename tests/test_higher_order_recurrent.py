@@ -259,7 +259,7 @@ def test_a_tanh_rnn_with_tiny_weights_has_a_negative_leading_exponent():
     rnn = nn.RNN(2, 5)
     with tg.no_grad():
         for p in rnn.parameters():
-            p.data *= 0.1
+            p.array[...] *= 0.1
     J = state_jacobians(rnn, tg.Tensor(rng.normal(size=(30, 2, 2)).astype(np.float32)))
     exponents = lyapunov_exponents(J)
     assert (exponents[:, 0] < 0).all()

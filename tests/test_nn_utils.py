@@ -50,20 +50,20 @@ def test_clip_grad_norm_matches_numpy(shapes, scale, max_norm, norm_type, seed):
 def test_clip_grad_norm_below_the_limit_changes_nothing():
     g = np.array([3.0, 4.0], dtype=np.float32)
     (p,) = with_grads([g])
-    buffer = p.grad.data
+    buffer = p.grad.array
     total = clip_grad_norm_(p, 10.0)  # a single Tensor is accepted
     assert total.item() == 5.0 and total.dtype == np.float32
-    assert p.grad.data is buffer  # in place
+    assert p.grad.array is buffer  # in place
     np.testing.assert_array_equal(p.grad.numpy(), g)
 
 
 def test_clip_grad_norm_float32_in_place():
     g = np.array([[3.0, 4.0], [0.0, 12.0]], dtype=np.float32)
     (p,) = with_grads([g])
-    buffer = p.grad.data
+    buffer = p.grad.array
     total = clip_grad_norm_([p], 1.3)
     assert total.dtype == np.float32 and total.item() == 13.0
-    assert p.grad.data is buffer and p.grad.dtype == np.float32
+    assert p.grad.array is buffer and p.grad.dtype == np.float32
     np.testing.assert_allclose(p.grad.numpy(), g * np.float32(1.3 / (13.0 + 1e-6)), rtol=1e-6)
 
 
@@ -114,10 +114,10 @@ def test_clip_grad_value_matches_numpy(clip, seed, dtype):
     rng = np.random.default_rng(seed)
     grads = [(2 * rng.standard_normal(s)).astype(dtype) for s in [(4,), (2, 3), ()]]
     params = with_grads(grads) + [tg.Tensor(np.ones(2), requires_grad=True)]
-    buffers = [p.grad.data for p in params[:3]]
+    buffers = [p.grad.array for p in params[:3]]
     assert clip_grad_value_(params, clip) is None
     for p, g, buffer in zip(params, grads, buffers):
-        assert p.grad.data is buffer and p.grad.dtype == dtype
+        assert p.grad.array is buffer and p.grad.dtype == dtype
         np.testing.assert_array_equal(p.grad.numpy(), np.clip(g, dtype(-clip), dtype(clip)))
     assert params[3].grad is None
 

@@ -159,14 +159,14 @@ def test_float32_stays_float32(cls, kwargs):
 @pytest.mark.parametrize("cls, kwargs", VARIANTS, ids=VARIANT_IDS)
 def test_updates_data_in_place_and_never_touches_the_gradient(cls, kwargs):
     p = leaf(np.linspace(-1.0, 1.0, 6))
-    data = p.data  # whoever holds the array (a module sharing p, a view) sees the update
+    data = p.array  # whoever holds the array (a module sharing p, a view) sees the update
     grad = tg.Tensor(np.linspace(0.5, -0.5, 6))
     before = grad.numpy().copy()
     opt = cls([p], **kwargs)
     for _ in range(3):
         p.grad = grad
         opt.step()
-    assert p.data is data
+    assert p.array is data
     assert not np.array_equal(data, np.linspace(-1.0, 1.0, 6))
     np.testing.assert_array_equal(grad.numpy(), before)
 
@@ -208,9 +208,9 @@ def test_zero_grad():
     a, b = leaf(np.ones(3)), leaf(np.ones(2))
     opt = optim.Adam([a, b])
     (a.sum() * 2.0 + b.sum()).backward()
-    buffer = a.grad.data
+    buffer = a.grad.array
     opt.zero_grad(set_to_none=False)
-    assert a.grad.data is buffer
+    assert a.grad.array is buffer
     np.testing.assert_array_equal(a.grad.numpy(), np.zeros(3))
     (a.sum() * 2.0).backward()  # accumulates into the zeroed buffer
     np.testing.assert_array_equal(a.grad.numpy(), np.full(3, 2.0))
@@ -441,7 +441,7 @@ def test_other_devices_match_cpu(cls, kwargs, device):
     other = cls([back], **kwargs)
     other.load_state_dict(sd)
     assert all(type(v) is np.ndarray for v in other.state.get(back, {}).values() if not isinstance(v, int))
-    dev.grad.data.fill(1.0)
+    dev.grad.array.fill(1.0)
     opts[1].zero_grad(set_to_none=False)
     np.testing.assert_array_equal(dev.grad.numpy(), np.zeros((4, 3)))
 

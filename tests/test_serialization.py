@@ -168,7 +168,7 @@ def test_module_and_optimizer_state_through_a_checkpoint(workdir):
 
 def test_map_location(workdir, device):
     t = tg.Tensor([1.0, 2.0], device=device, requires_grad=True)
-    serialization.save({"t": t, "a": t.data, "host": np.ones(2)}, workdir / "devices.npz")
+    serialization.save({"t": t, "a": t.array, "host": np.ones(2)}, workdir / "devices.npz")
     back = serialization.load(workdir / "devices.npz")  # each to where it came from
     assert back["t"].device == t.device and back["t"].requires_grad
     assert tg.engine.backend.device_of(back["a"]) == t.device and type(back["host"]) is np.ndarray
@@ -185,7 +185,7 @@ def test_map_location(workdir, device):
 def test_device_tensors_are_saved_from_the_host_copy(workdir, device):
     w = tg.Tensor(np.linspace(-1, 1, 5), device=device)
     path = workdir / "device.npz"
-    serialization.save({"w": w, "raw": w.data}, path)
+    serialization.save({"w": w, "raw": w.array}, path)
     out = serialization.load(path, map_location="cpu")
     assert same_bits(w.numpy(), out["w"].numpy()) and same_bits(w.numpy(), out["raw"])
 

@@ -106,10 +106,10 @@ def test_setting_requires_grad_on_an_integer_tensor_raises():
 def test_tensor_copies_its_data(x):
     t = tg.Tensor(x)
     x_before = x.copy()
-    t.data[...] = 0.0
+    t.array[...] = 0.0
     np.testing.assert_array_equal(x, x_before)
     u = tg.Tensor(t)
-    assert u.data is not t.data
+    assert u.array is not t.array
 
 
 @pytest.mark.parametrize("dtype", [None, tg.float32, tg.float64])

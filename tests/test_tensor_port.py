@@ -227,17 +227,38 @@ def test_inference_mode_and_reusable_reentrant_decorators():
 def test_assigning_a_tensor_to_data_stores_its_array():
     p = Tensor([1.0, 2.0], requires_grad=True)
     p.grad = Tensor([0.5, 0.5])
-    p.data = p.data - 0.1 * p.grad  # ndarray - Tensor is a Tensor: unwrapped, not stored as is
-    assert type(p.data) is np.ndarray and np.allclose(p.numpy(), [0.95, 1.95])
+    p.data = p.data - 0.1 * p.grad
+    assert type(p.array) is np.ndarray and np.allclose(p.numpy(), [0.95, 1.95])
     p.data = Tensor([3.0, 4.0])
     assert p.tolist() == [3.0, 4.0] and p.requires_grad and p.is_leaf
     s = Tensor(2.0)
-    s.data = s.data * 3  # NumPy turns 0-d results into scalars
-    assert s.item() == 6.0 and type(s.data) is np.ndarray
+    s.data = s.array * 3  # NumPy turns 0-d results into scalars
+    assert s.item() == 6.0 and type(s.array) is np.ndarray
 
 
-@pytest.mark.parametrize("value, error, match", [([1.0, 2.0], TypeError, "must be an array"),
-                                                 (3.0, TypeError, "must be an array"),
+def test_data_is_a_detached_tensor_sharing_memory_as_in_pytorch():
+    p = Tensor([1.0, 2.0], requires_grad=True)
+    (p * p).sum().backward()
+    d = p.data
+    assert isinstance(d, Tensor) and not d.requires_grad and d.grad_fn is None and d.array is p.array
+    p.data.add_(p.grad, alpha=-0.25)  # the manual SGD step of PyTorch's tutorials
+    assert p.tolist() == [0.5, 1.0] and p.is_leaf and p.requires_grad
+    p.data.mul_(2).copy_(Tensor([7.0, 8.0]))
+    assert p.tolist() == [7.0, 8.0]
+    values, indices = (p * 1).data.topk(1)
+    assert values.tolist() == [8.0] and indices.tolist() == [1]
+
+
+def test_writes_through_data_are_checked_like_any_in_place_write():
+    p = Tensor([1.0, 2.0], requires_grad=True)
+    loss = (p * p).sum()  # Mul saved p
+    p.data.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("value, error, match", [([1.0, 2.0], TypeError, "expected a Tensor or an array"),
+                                                 (3.0, TypeError, "expected a Tensor or an array"),
                                                  (np.array([1, 2]), TypeError, "hold floats")])
 def test_assigning_anything_else_to_data_raises(value, error, match):
     p = Tensor([1.0, 2.0], requires_grad=True)

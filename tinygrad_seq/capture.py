@@ -158,7 +158,7 @@ class Recorder:
         """Steps 2..T-1 (per-step inputs `rest`) as one Loop node: (all outputs (T, B, ...), final
         state); or None when the guard refuses (the reason is counted)."""
         try:
-            run = _Run(*self.steps, valid, shortest, _segment(self.checkpoint, rest.shape[0]), type(rest.data))
+            run = _Run(*self.steps, valid, shortest, _segment(self.checkpoint, rest.shape[0]), type(rest.array))
         except Fallback as e:
             _fell_back(str(e), self.checkpoint)
             return None
@@ -215,7 +215,7 @@ class _Program:
     def _new(self, kind, value):
         self.kinds.append(kind)
         self.values.append(value)
-        data = value.data if isinstance(value, Tensor) else value
+        data = value.array if isinstance(value, Tensor) else value
         if backend.is_array(data):
             self.array_slot.setdefault(id(data), len(self.values) - 1)
         return len(self.values) - 1
@@ -225,7 +225,7 @@ class _Program:
         if isinstance(arg, Tensor):
             slot = self.tensor_slot.get(id(arg))
             if slot is None and not wants_grad:  # a detached view of a step value (x.detach(), a comparison)
-                slot = self.array_slot.get(id(arg.data))
+                slot = self.array_slot.get(id(arg.array))
             if slot is None:
                 slot = self.tensor_slot[id(arg)] = self._new("free", arg)
             return slot
@@ -239,7 +239,7 @@ class _Program:
 
 
 def _shape(value):
-    data = value.data if isinstance(value, Tensor) else value
+    data = value.array if isinstance(value, Tensor) else value
     return (data.shape, data.dtype, backend.device_of(data)) if backend.is_array(data) else None
 
 
@@ -248,7 +248,7 @@ def _same(a, b):
     if a is b:
         return True
     if isinstance(a, Tensor) or isinstance(b, Tensor):
-        return isinstance(a, Tensor) and isinstance(b, Tensor) and _same(a.data, b.data)
+        return isinstance(a, Tensor) and isinstance(b, Tensor) and _same(a.array, b.array)
     if backend.is_array(a) or backend.is_array(b):
         return (backend.is_array(a) and backend.is_array(b) and a.shape == b.shape and a.dtype == b.dtype
                 and backend.device_of(a) == backend.device_of(b) and bool((a == b).all()))
@@ -302,7 +302,7 @@ class _Run:
         self.statics = [None] * len(kinds)  # constants here; Loop.forward puts the outside arrays in
         for s, k in enumerate(kinds):
             if k == "constant":
-                self.statics[s] = p1.values[s].data if isinstance(p1.values[s], Tensor) else p1.values[s]
+                self.statics[s] = p1.values[s].array if isinstance(p1.values[s], Tensor) else p1.values[s]
         self.shapes = [_shape(v) for v in p1.values]
         self.source, self.forward_step, self.backward_step = _compile(self, array_type)
 

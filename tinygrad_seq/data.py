@@ -58,7 +58,7 @@ class TensorDataset(Dataset):
         self.tensors = tensors
 
     def __getitem__(self, index):
-        return tuple(Tensor(t.data[index], device=t.device) if isinstance(t, Tensor) else t[index]
+        return tuple(Tensor(t.array[index], device=t.device) if isinstance(t, Tensor) else t[index]
                      for t in self.tensors)
 
     def __len__(self):
@@ -265,7 +265,7 @@ class PadCollate:
 
     def pad(self, sequences):
         """(padded, lengths) for a list of sequences of shapes (L_i, *)."""
-        arrays = [s.data if isinstance(s, Tensor) else s if backend.is_array(s) else backend.to_host(s)
+        arrays = [s.array if isinstance(s, Tensor) else s if backend.is_array(s) else backend.to_host(s)
                   for s in sequences]
         first = arrays[0]
         device = backend.device_of(first)

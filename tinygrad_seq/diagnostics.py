@@ -331,7 +331,7 @@ def state_jacobians(module, x, state=None, *, layer=0, direction=0):
     rows = []
     for j in range(S):
         e = zeros_like(new)  # picks output j of every row: row j of every (t, b) Jacobian
-        e.data[:, j] = 1
+        e.array[:, j] = 1
         (g,) = grad(new, prev, e, retain_graph=j < S - 1, allow_unused=True)
         rows.append(g if g is not None else zeros_like(prev))
     return stack(rows, axis=1).reshape(T, B, S, S)

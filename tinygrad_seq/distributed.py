@@ -391,10 +391,10 @@ def broadcast_parameters(module_or_params, comm=None, root=0):
         return
     _same_everywhere(comm, _layout(named), "parameter names, shapes or dtypes")
     for _, t in named:
-        if t.data.flags.c_contiguous:
-            comm.broadcast(t.data.reshape(-1), root)  # a view: received in place
+        if t.array.flags.c_contiguous:
+            comm.broadcast(t.array.reshape(-1), root)  # a view: received in place
         else:
-            flat = backend.array_namespace(t.data).ascontiguousarray(t.data).reshape(-1)
+            flat = backend.array_namespace(t.array).ascontiguousarray(t.array).reshape(-1)
             comm.broadcast(flat, root)
             t.data = flat.reshape(t.shape)
 
@@ -525,7 +525,7 @@ class GradientAverager:
                 if p.grad is None:
                     target[...] = 0
                 else:
-                    target[...] = p.grad.data.reshape(-1)
+                    target[...] = p.grad.array.reshape(-1)
             comm.allreduce(bucket)
             bucket /= denominator
             for p, offset, size in members:

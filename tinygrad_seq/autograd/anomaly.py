@@ -66,7 +66,7 @@ def _user_site():
 
 def _check_finite(node, values, stage):
     for k, v in enumerate(values):
-        a = v._data if isinstance(v, TensorBase) else v
+        a = v.array if isinstance(v, TensorBase) else v
         if a is None or not hasattr(a, "dtype"):  # (a lazy matmul product is finite if its factors are)
             continue
         a = a if backend.is_array(a) else backend.as_array(a)

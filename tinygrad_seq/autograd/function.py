@@ -76,9 +76,9 @@ class _TorchStyleNode:
         if not isinstance(outs, tuple) or not outs or not all(isinstance(o, TensorBase) for o in outs):
             raise TypeError(f"{self.name}.forward (a @staticmethod, PyTorch style) must return a Tensor or a "
                             f"tuple of Tensors, got {type(out).__name__}")
-        self._outputs = [(o.shape, o.dtype, backend.device_of(o._data)) for o in outs]
-        self._non_differentiable = tuple(id(o._data) for o in outs if id(o) in self._non_differentiable)
-        return tuple(o._data for o in outs) if type(out) is tuple else out._data
+        self._outputs = [(o.shape, o.dtype, backend.device_of(o.array)) for o in outs]
+        self._non_differentiable = tuple(id(o.array) for o in outs if id(o) in self._non_differentiable)
+        return tuple(o.array for o in outs) if type(out) is tuple else out.array
 
     def save_for_backward(self, *tensors):
         for t in tensors:
@@ -112,7 +112,7 @@ class _TorchStyleNode:
             if g is not None and not isinstance(g, TensorBase):
                 raise TypeError(f"{self.name}.backward returned a {type(g).__name__} for argument {k}; return a Tensor "
                                 "(or None)")
-            out.append((g._data if arrays else g) if need and g is not None else None)
+            out.append((g.array if arrays else g) if need and g is not None else None)
         return tuple(out)
 
 
@@ -125,6 +125,6 @@ def _apply_torch_style(cls, *args, **kwargs):
     if node is None:
         return results
     outs = results if type(results) is tuple else (results,)
-    outs = tuple(o if id(o._data) not in node._non_differentiable and backend.is_floating(o.dtype) else
-                 o._make(o._data, None, 0) for o in outs)
+    outs = tuple(o if id(o.array) not in node._non_differentiable and backend.is_floating(o.dtype) else
+                 o._make(o.array, None, 0) for o in outs)
     return outs if type(results) is tuple else outs[0]

@@ -146,7 +146,7 @@ def _jacobian_rows(outs, xs, create_graph, strict, fn):
     result = []
     for k, o in enumerate(outs):
         rows = [[] for _ in xs]
-        basis = zeros_like(o).data.reshape(-1)
+        basis = zeros_like(o).array.reshape(-1)
         for j in range(basis.shape[0]):
             e = basis.copy()
             e[j] = 1

@@ -30,7 +30,7 @@ def _grad_outputs(outputs, grad_outputs, create_graph):
             if out.numel() != 1:
                 raise RuntimeError(f"grad: output {k} has shape {out.shape}; a gradient can be implicitly "
                                    "created only for outputs with one element, so pass grad_outputs")
-            g = Tensor._make(backend.array_namespace(out.data).ones(out.shape, dtype=out.dtype), None, 0)
+            g = Tensor._make(backend.array_namespace(out.array).ones(out.shape, dtype=out.dtype), None, 0)
         elif not isinstance(g, Tensor):
             g = Tensor(g, dtype=out.dtype, device=out.device)
         if g.shape != out.shape:
@@ -38,7 +38,7 @@ def _grad_outputs(outputs, grad_outputs, create_graph):
         if g.device != out.device:
             raise ValueError(f"grad: grad_outputs[{k}] is on {g.device}, output {k} on {out.device}")
         g = g if g.dtype == out.dtype else g.astype(out.dtype)
-        result.append(g if create_graph else g.data)
+        result.append(g if create_graph else g.array)
     return result
 
 

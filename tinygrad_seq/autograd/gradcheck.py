@@ -53,9 +53,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
     loss.backward()
     for k in checked:
         x = inputs[k]
-        original = x.data
+        original = x.array
         base = backend.to_host(original).astype(backend.float64).reshape(-1)
-        analytic = backend.to_host(x.grad.data).reshape(-1) if x.grad is not None else base * 0
+        analytic = backend.to_host(x.grad.array).reshape(-1) if x.grad is not None else base * 0
         numeric = base * 0
         with no_grad():
             for j in range(base.size):

@@ -71,6 +71,8 @@ class Tensor(TensorBase):
             raise RuntimeError("requires_grad can only be switched off on a leaf tensor; use .detach()")
         self._requires_grad = bool(value)
 
+    array = property(lambda self: self._data, doc="The backend array (NumPy or CuPy) holding the values: shared, "
+                     "not a copy, and not recorded on the tape.")
     shape = property(lambda self: self._data.shape, doc="The shape, a tuple of ints.")
     ndim = property(lambda self: self._data.ndim, doc="The number of dimensions.")
     dtype = property(lambda self: self._data.dtype, doc="The element type (a NumPy dtype).")

@@ -76,7 +76,7 @@ def save(obj, f):
         if value is None or isinstance(value, (bool, int, float)):
             return value
         if isinstance(value, Tensor):
-            return {"tensor": add_array(backend.to_host(value.data), path), "device": value.device,
+            return {"tensor": add_array(backend.to_host(value.array), path), "device": value.device,
                     "requires_grad": bool(value.requires_grad)}
         if backend.is_array(value):
             return {"array": add_array(backend.to_host(value), path), "device": backend.device_of(value)}

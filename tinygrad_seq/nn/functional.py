@@ -31,7 +31,7 @@ def softmax(x, axis=-1, *, dim=None):
 
 def one_hot(target, num_classes, dtype=None):
     """A (..., num_classes) float tensor with ones at the integer `target` positions (no gradient)."""
-    t = target._data if isinstance(target, Tensor) else backend.new_array(target, None, "cpu")
+    t = target.array if isinstance(target, Tensor) else backend.new_array(target, None, "cpu")
     if not backend.is_integer(t.dtype):
         raise TypeError(f"one_hot: target must be integer, got {t.dtype}")
     xp = backend.array_namespace(t)
@@ -69,7 +69,7 @@ def _class_rows(op, scores, target, weight, ignore_index):
     if target.shape != expected:
         raise ValueError(f"{op}: target has shape {target.shape}, expected {expected} for input "
                          f"of shape {scores.shape} (classes on axis 1)")
-    n_classes, t = scores.shape[1], target._data
+    n_classes, t = scores.shape[1], target.array
     bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
     if t.size and bool(bad.any()):
         where_bad = [backend.to_host(k) for k in bad.nonzero()]
@@ -78,7 +78,7 @@ def _class_rows(op, scores, target, weight, ignore_index):
                          f"{n_classes} classes (expected 0..{n_classes - 1}, or ignore_index={ignore_index}); "
                          f"{len(where_bad[0])} target(s) out of range")
     if weight is not None:
-        weight = weight._data if isinstance(weight, Tensor) else backend.new_array(weight, scores.dtype, scores.device)
+        weight = weight.array if isinstance(weight, Tensor) else backend.new_array(weight, scores.dtype, scores.device)
         if tuple(weight.shape) != (n_classes,):
             raise ValueError(f"{op}: weight must have shape ({n_classes},), one per class, got {tuple(weight.shape)}")
         weight = weight.astype(scores.dtype, copy=False)
@@ -205,7 +205,7 @@ def gelu(x, approximate="none"):
 
 def embedding(indices, weight, padding_idx=None):
     """Rows of `weight` gathered by integer `indices` (the backward scatter-adds into them)."""
-    idx = indices._data if isinstance(indices, Tensor) else backend.new_array(indices, None, weight.device)
+    idx = indices.array if isinstance(indices, Tensor) else backend.new_array(indices, None, weight.device)
     if not backend.is_integer(idx.dtype):
         raise TypeError(f"embedding: indices must be integers, got {idx.dtype}")
     n = weight.shape[0]

@@ -117,7 +117,7 @@ class Module:
     def state_dict(self):
         """{dotted name: NumPy array copy} of parameters and buffers, PyTorch's key names (a tied
         parameter under every name it has, as PyTorch lists it)."""
-        return {name: backend.to_host(t._data).copy() for name, t in self._tensors(remove_duplicate=False)}
+        return {name: backend.to_host(t.array).copy() for name, t in self._tensors(remove_duplicate=False)}
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters in place (cast to each parameter's dtype).
@@ -143,7 +143,7 @@ class Module:
             if name not in state_dict:
                 continue
             value = state_dict[name]
-            value = value.data if isinstance(value, Tensor) else value
+            value = value.array if isinstance(value, Tensor) else value
             if not backend.is_array(value):
                 problems.append(f"{name}: expected an array, got {type(value).__name__}")
                 continue
@@ -157,7 +157,7 @@ class Module:
         for name, target in own.items():
             if name in state_dict:
                 value = state_dict[name]
-                value = value._data if isinstance(value, Tensor) else value
+                value = value.array if isinstance(value, Tensor) else value
                 target._data = backend.new_array(value, target.dtype, target.device)
         return LoadResult(missing, unexpected)
 
@@ -176,9 +176,9 @@ class Module:
                 data = backend.to_device(data, device)
             return data.astype(dtype) if dtype is not None and backend.is_floating(data.dtype) else data
         for _, t in self._tensors():
-            t._data = convert(t._data)
+            t._data = convert(t.array)
             if t.grad is not None:
-                t.grad._data = convert(t.grad._data)
+                t.grad._data = convert(t.grad.array)
         return self
 
     def to(self, device=None, dtype=None):
@@ -204,7 +204,7 @@ class Module:
             if set_to_none or p.grad is None:
                 p.grad = None
             else:
-                p.grad.data.fill(0)
+                p.grad.array.fill(0)
 
     # ---- repr ------------------------------------------------------------------------
     def extra_repr(self):

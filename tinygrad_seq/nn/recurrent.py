@@ -125,7 +125,7 @@ def check_lengths(op, lengths, batch, T):
     """Lengths as a host list of B ints in 1..T, or a clear ValueError/TypeError."""
     if lengths is None:
         return None
-    values = backend.to_host(lengths.data if isinstance(lengths, Tensor) else lengths)
+    values = backend.to_host(lengths.array if isinstance(lengths, Tensor) else lengths)
     if values.ndim != 1 or values.shape[0] != batch:
         raise ValueError(f"{op}: lengths must hold one length per sequence ({batch}), got shape {tuple(values.shape)}")
     if values.dtype.kind == "f" and bool((values != values.round()).any()) or values.dtype.kind not in "iuf":

@@ -4,7 +4,7 @@ schedules are in `optim.lr_scheduler`).
 An optimizer holds `param_groups` (a list of dicts: "params" plus that group's
 hyperparameters) and per-parameter `state` (a dict keyed by the parameter). `step()`
 reads each parameter's `.grad`, skips parameters whose grad is None, and updates
-`p.data` in place, so modules that share a parameter object stay in sync. Gradient arrays
+`p.array` in place, so modules that share a parameter object stay in sync. Gradient arrays
 are only read. State arrays live on the parameter's device in the parameter's dtype, and
 hyperparameters are kept as Python floats, so float32 stays float32.
 """
@@ -110,7 +110,7 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                 else:
-                    p.grad.data.fill(0)
+                    p.grad.array.fill(0)
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; `closure` re-evaluates and returns the loss."""
@@ -122,16 +122,16 @@ class Optimizer:
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad.data if isinstance(p.grad, Tensor) else p.grad
-                if grad.shape != p.data.shape or backend.device_of(grad) != backend.device_of(p.data):
+                grad = p.grad.array if isinstance(p.grad, Tensor) else p.grad
+                if grad.shape != p.array.shape or backend.device_of(grad) != backend.device_of(p.array):
                     raise ValueError(f"{self._name}: parameter of shape {p.shape} on {p.device} has a gradient "
                                      f"of shape {grad.shape} on {backend.device_of(grad)}")
-                if grad.dtype != p.data.dtype:
-                    grad = grad.astype(p.data.dtype)
+                if grad.dtype != p.array.dtype:
+                    grad = grad.astype(p.array.dtype)
                 state = self.state.get(p)
                 if state is None:
                     state = self.state[p] = {}
-                self._update(p.data, grad, state, group)
+                self._update(p.array, grad, state, group)
         return loss
 
     # ---- state dicts -------------------------------------------------------------------
@@ -196,7 +196,7 @@ class Optimizer:
             return int(value.item() if hasattr(value, "item") else value)
         if key not in self._state_keys:
             raise ValueError(f"{where} is not state of {self._name} (expected {', '.join(self._state_keys)})")
-        value = value.data if isinstance(value, Tensor) else value
+        value = value.array if isinstance(value, Tensor) else value
         if not backend.is_array(value) or value.shape != p.shape:
             raise ValueError(f"{where}: expected an array of shape {p.shape}, got {_describe(value)}")
         return backend.new_array(value, p.dtype, p.device)

@@ -22,25 +22,27 @@ class TensorMethods:
 
     @property
     def data(self):
-        """The backend array (NumPy or CuPy) holding the values; not recorded on the tape."""
-        return self._data
+        """The values as a new Tensor that shares this one's memory and is not on the tape (PyTorch's
+        `.data`): `p.data.add_(g, alpha=-lr)` changes p. The backend array itself is `.array`."""
+        return self._make(self._data, None, 0)
 
     @data.setter
     def data(self, value):
+        """`p.data = t` swaps in t's values (a Tensor or an array of p's device), keeping p's identity."""
         if isinstance(value, EngineTensor):
             value = value._data
         elif not backend.is_array(value) and getattr(value, "ndim", None) == 0 and hasattr(value, "dtype") \
                 and self.device == "cpu":
             value = backend.as_array(value)  # NumPy's 0-d results come back as NumPy scalars
         if not backend.is_array(value):
-            raise TypeError(f"._data must be an array of the tensor's device ({self.device}) or a Tensor, got "
-                            f"{type(value).__name__}; to change the values in place use `t._data[...] = ...` or "
+            raise TypeError(f".data = ...: expected a Tensor or an array of the tensor's device ({self.device}), got "
+                            f"{type(value).__name__}; to change the values in place write `t.data.copy_(...)` or "
                             "`with no_grad(): t.copy_(...)`")
         if backend.device_of(value) != self.device:
-            raise ValueError(f"._data: the array is on {backend.device_of(value)} but the tensor on {self.device}; "
-                             "move the tensor with .to(device) (or Module.to) instead")
+            raise ValueError(f".data = ...: the array is on {backend.device_of(value)} but the tensor on "
+                             f"{self.device}; move the tensor with .to(device) (or Module.to) instead")
         if self._requires_grad and not backend.is_floating(value.dtype):
-            raise TypeError(f"._data: a tensor that requires grad must hold floats, got an array of {value.dtype}")
+            raise TypeError(f".data = ...: a tensor that requires grad must hold floats, got an array of {value.dtype}")
         self._data = value
 
 

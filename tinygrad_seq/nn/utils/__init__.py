@@ -19,7 +19,7 @@ def _grads(op, parameters):
         if not isinstance(p, Tensor):
             raise TypeError(f"{op}: expected Tensors (e.g. model.parameters()), got {type(p).__name__}")
         if p.grad is not None:
-            grads.append(p.grad.data)
+            grads.append(p.grad.array)
     return grads
 
 
