@@ -311,7 +311,10 @@ def _guarded_run(mode, eager=False, **options):
     ("retain_grad", "hook"),
 ])
 def test_guard_falls_back_with_unchanged_results(mode, reason):
-    fallen, seen, cell = _guarded_run(mode)
+    with pytest.warns(capture.FallbackWarning, match="runs eagerly") as caught:
+        fallen, seen, cell = _guarded_run(mode)
+    assert len(caught) == 1 and reason in str(caught[0].message) and "; " in str(caught[0].message)  # and the fix
+    assert caught[0].filename == __file__  # points at the caller, not into the library
     assert seen["captured"] == 0
     assert [k for k in seen if k.startswith("fallback")] and all(reason in k for k in seen if k.startswith("fallback")), seen
     assert cell.calls == 6  # the steps recorded before falling back are not run again
@@ -320,7 +323,8 @@ def test_guard_falls_back_with_unchanged_results(mode, reason):
 
 
 def test_retain_grad_inside_the_step_keeps_every_step():
-    _, _, cell = _guarded_run("retain_grad")
+    with pytest.warns(capture.FallbackWarning, match="retain_grad"):
+        _, _, cell = _guarded_run("retain_grad")
     assert len(cell.seen) == 6 and all(h.grad is not None for h in cell.seen)
 
 

@@ -37,13 +37,16 @@ import collections
 import contextlib
 import logging
 import math
+import os
+import sys
 import threading
+import warnings
 
 from .engine import backend, ops
 from .engine.function import Function, ProductSum, TensorBase, accumulate, fit, modes, observed, walk
 from .engine.tensor import Tensor
 
-__all__ = ["counters", "disabled", "is_enabled", "set_enabled", "Loop", "check_checkpoint"]
+__all__ = ["counters", "disabled", "is_enabled", "set_enabled", "Loop", "check_checkpoint", "FallbackWarning"]
 
 counters = collections.Counter()  # "captured", and "fallback: <reason>" for each reason seen
 _log = logging.getLogger(__name__)
@@ -77,7 +80,11 @@ def disabled():
 
 
 class Fallback(Exception):
-    """The step cannot be replayed; the message says why."""
+    """The step cannot be replayed; the message says why and what to change."""
+
+
+class FallbackWarning(UserWarning):
+    """A loop the user's step keeps from being captured; Python shows it once per cause and call site."""
 
 
 def check_checkpoint(checkpoint):
@@ -161,10 +168,22 @@ class Recorder:
             run = _Run(*self.steps, valid, shortest, _segment(self.checkpoint, rest.shape[0]), type(rest.array))
         except Fallback as e:
             _fell_back(str(e), self.checkpoint)
+            warnings.warn(f"recurrent loop runs eagerly (slower): {e}", FallbackWarning, stacklevel=_callers_level())
             return None
         counters["captured"] += 1
         results = Loop.apply(rest, *outputs, *_items(state), *run.outside_tensors, run=run)
         return results[0], _rebuild(state, results[1:])
+
+
+def _callers_level():
+    """warnings.warn's stacklevel, from the function that calls this, of the first frame outside the package."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _segment(checkpoint, T):
@@ -191,15 +210,18 @@ class _Program:
         items, new_items = _items(state), _items(new)
         if len(new_items) != len(items) or isinstance(new, (tuple, list)) != isinstance(state, (tuple, list)) or \
                 not all(isinstance(t, Tensor) for t in new_items):
-            raise Fallback("the step returns a state of another structure than it takes")
+            raise Fallback("the step returns a state of another structure than it takes; return a tuple of as many "
+                           "tensors as the state it is given")
         self.n_state, self.values, self.kinds, self.ops, self.tensor_slot, self.array_slot = len(items), [], [], [], {}, {}
         for t in (x_t,) + items:
             self.tensor_slot[id(t)] = self._new("input", t)
         for ctx, args, kwargs, result in log:
             if getattr(ctx, "hooks", None):  # (a node off the tape has none)
-                raise Fallback("the step registers a hook or retain_grad on its tensors")
+                raise Fallback("the step registers a hook or retain_grad on its tensors; register hooks on the layer's "
+                               "outputs instead")
             if not ctx.forward_on_arrays:
-                raise Fallback(f"the step uses {ctx.name}, a PyTorch-style Function (its forward runs on Tensors)")
+                raise Fallback(f"the step uses {ctx.name}, a PyTorch-style Function (its forward runs on Tensors); "
+                               "write its forward and backward on arrays (README: writing a primitive)")
             op = _Op()
             op.cls, op.kwargs, op.needs = type(ctx), kwargs, ctx.needs_input_grad
             op.args = [self._slot(a, ctx.parents[j] is not None) for j, a in enumerate(args)]
@@ -271,24 +293,28 @@ class _Run:
         p0, p1 = _Program(*first), _Program(*second)
         if p0.signature() != p1.signature():
             raise Fallback("the two recorded steps ran different programs (a Python branch or a changing op) "
-                           "or different shapes")
+                           "or different shapes; make every step run the same ops (tg.where instead of a Python if)")
         if p1.state_grads[0] != p1.state_grads[1]:
-            raise Fallback("which items of the state require grad changes from step to step")
+            raise Fallback("which items of the state require grad changes from step to step; give the initial "
+                           "state the same requires_grad as the state the step returns")
         for a, b in zip(p0.ops, p1.ops):
             if not _same(a.kwargs, b.kwargs):
-                raise Fallback(f"{a.cls.__name__} gets different options at different steps")
+                raise Fallback(f"{a.cls.__name__} gets different options at different steps; pass what changes per "
+                               "step in the step input")
         self.n_state, self.outputs, self.valid, self.shortest, self.every = p1.n_state, p1.outputs, valid, shortest, every
         kinds, static = list(p1.kinds), [k in ("free", "constant") for k in p1.kinds]
         for slot, kind in enumerate(p1.kinds):
             a, b = p0.values[slot], p1.values[slot]
             if kind == "constant" and not _same(a, b):
                 raise Fallback("the step uses a number or array whose values change from step to step (a step "
-                               "counter, random or data-dependent)")
+                               "counter, random or data-dependent); pass per-step values in the step input and draw random "
+                               "masks once per sequence (in prepare_sequence)")
             if kind == "free" and a is not b:
                 if a.requires_grad or b.requires_grad or not _same(a, b):
-                    raise Fallback("the step reads a tensor whose values change from step to step: made inside "
-                                   "the step (random or data-dependent) or a different outside tensor at each step "
-                                   "(per-step data must come in as the step input)")
+                    raise Fallback("the step reads a tensor whose values change from step to step, made inside "
+                                   "the step (random or data-dependent) or a different outside tensor at each step; "
+                                   "pass per-step data in the step input and draw random masks once per sequence "
+                                   "(in prepare_sequence)")
                 kinds[slot] = "constant"
         self.step_ops = []
         for op in p1.ops:  # ops that read only static values ran once, at step 1: their results are outside values

@@ -83,7 +83,8 @@ class Tensor(TensorBase):
     # ---- host access -----------------------------------------------------------------
     def numpy(self):
         """A NumPy copy (or view, on the CPU) of the data, detached from the tape."""
-        function.refuse("the step reads a value to the host (.item(), .numpy(), bool(), ...)")
+        function.refuse("the step reads a value to the host (.item(), .numpy(), bool(), ...); keep the step on "
+                        "tensors (tg.where instead of a Python if on a value)")
         return backend.to_host(self._data)
 
     # ---- autograd --------------------------------------------------------------------

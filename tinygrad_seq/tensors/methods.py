@@ -122,7 +122,7 @@ class TensorMethods:
         detach()ed copies share, and function.mark_modified makes any node that kept it refuse to
         run backward.
         """
-        function.refuse("the step writes into a tensor in place")
+        function.refuse("the step writes into a tensor in place; use the out-of-place op (x = x * 2)")
         if function.is_grad_enabled() and (self._requires_grad or any(isinstance(o, EngineTensor) and o._requires_grad
                                                                        for o in others)):
             if self._node is None and self._requires_grad:
