@@ -433,6 +433,37 @@ def test_the_same_tensor_twice_and_a_passed_through_state():
     assert_same(captured, run(layer, x, state, lengths=[6, 3], eager=True))
 
 
+class Peephole(nn.Module):
+    """A peephole LSTM (diagonal peepholes from c into i, f, o) whose initial_state returns ONE
+    zeros tensor as both h and c: (z, z)."""
+    hidden_size = 3
+
+    def __init__(self):
+        rng = seeded(24)
+        self.w = nn.Parameter(tg.Tensor(rng.standard_normal((2 + 3, 12)) * 0.5))
+        self.peep = nn.Parameter(tg.Tensor(rng.standard_normal((3, 3)) * 0.5))
+
+    def initial_state(self, batch_size):
+        z = tg.zeros(batch_size, 3, dtype="float64")
+        return z, z
+
+    def forward(self, x, state):
+        h, c = state
+        i, f, g, o = (tg.cat([x, h], axis=1) @ self.w).chunk(4, 1)
+        i, f = (i + c * self.peep[0]).sigmoid(), (f + c * self.peep[1]).sigmoid()
+        c = f * c + i * g.tanh()
+        return (o + c * self.peep[2]).sigmoid() * c.tanh(), c
+
+
+def test_an_initial_state_that_aliases_one_tensor_is_captured():
+    layer = nn.Recurrent(Peephole())
+    x = seeded(25).standard_normal((7, 2, 2))
+    with counted() as seen:
+        captured = run(layer, x)
+    assert seen["captured"] == 1, seen
+    assert_same(captured, run(layer, x, eager=True))
+
+
 def test_the_same_tensor_as_initial_state_and_as_outside_tensor():
     w = tg.Tensor(seeded(22).standard_normal((2, 3)) * 0.5, requires_grad=True)
     h0 = tg.Tensor(seeded(23).standard_normal((2, 3)) * 0.5, requires_grad=True)
