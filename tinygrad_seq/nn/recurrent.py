@@ -51,14 +51,14 @@ def run_direction(cell, x, state=None, lengths=None, capture=True, checkpoint=No
     outputs = []
     if recorder is None:
         state = _steps(step, inputs.unbind(0), 0, state, constants, valid, shortest, outputs)
-        out = stack(outputs)
+        out = _stack(outputs)
     else:
         first, rest = inputs.split([2, T - 2])
         state = _steps(step, first.unbind(0), 0, state, constants, valid, shortest, outputs, recorder)
         captured = recorder.replay(rest, state, outputs, valid, shortest)  # steps 2..T-1 as one node
         if captured is None:  # the guard said no: on from step 2, op by op
             state = _steps(step, rest.unbind(0), 2, state, constants, valid, shortest, outputs)
-            out = stack(outputs)
+            out = _stack(outputs)
         else:
             out, state = captured
     if shortest < T:
@@ -79,6 +79,11 @@ def _steps(step, xs, t, state, constants, valid, shortest, outputs, recorder=Non
         outputs.append(state[0] if isinstance(state, tuple) else state)
         t += 1
     return state
+
+
+def _stack(tensors):
+    """stack(tensors), or a view of the one tensor (a one-step call: a token fed to a decoder)."""
+    return stack(tensors) if len(tensors) > 1 else tensors[0].unsqueeze(0)
 
 
 def _reverse_index(lengths, T, device):
@@ -265,10 +270,10 @@ class RNNBase(Module):
         out, finals = run_layers(layers, x, states, lengths, self.dropout, self.training, self.capture, self.checkpoint)
         flat = [s for layer in finals for s in layer]
         if self.cell_type.state_items == 2:
-            h_n, c_n = stack([s[0] for s in flat]), stack([s[1] for s in flat])
+            h_n, c_n = _stack([s[0] for s in flat]), _stack([s[1] for s in flat])
             final = (h_n[:, 0], c_n[:, 0]) if unbatched else (h_n, c_n)
         else:
-            h_n = stack(flat)
+            h_n = _stack(flat)
             final = h_n[:, 0] if unbatched else h_n
         out = out[:, 0] if unbatched else _layout(out, self.batch_first)
         return out, final
