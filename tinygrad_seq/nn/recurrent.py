@@ -41,7 +41,9 @@ def run_direction(cell, x, state=None, lengths=None, capture=True, checkpoint=No
         xp = backend.namespace(x.device)
         valid = xp.arange(T)[:, None] < xp.asarray(lengths)[None, :]  # (T, B) booleans
         x = where(_rows(valid, x.ndim), x, 0)  # padding never reaches the cell, even inf or NaN
-    if hasattr(cell, "prepare_sequence"):
+    if hasattr(cell, "prepare_sequence") and checkpoint is not None and T > 2:
+        inputs, constants, step = x, (), functools.partial(_prepared_step, cell)  # O(sqrt T): no (T, B, G) projection
+    elif hasattr(cell, "prepare_sequence"):
         inputs, constants = cell.prepare_sequence(x)
         step = cell.step
     else:
@@ -64,6 +66,14 @@ def run_direction(cell, x, state=None, lengths=None, capture=True, checkpoint=No
     if shortest < T:
         out = where(_rows(valid, out.ndim), out, 0.0)
     return out, state
+
+
+def _prepared_step(cell, x_t, state):
+    """One step that prepares its own input: what a checkpointed loop runs, so that each segment projects
+    its inputs when it runs (and again when it is recomputed). What the preparation reads only from
+    parameters (the transposed recurrent weight, summed biases) the captured loop computes once."""
+    inputs, constants = cell.prepare_sequence(x_t.unsqueeze(0))
+    return cell.step(inputs[0], state, *constants)
 
 
 def _steps(step, xs, t, state, constants, valid, shortest, outputs, recorder=None):
