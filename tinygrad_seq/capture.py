@@ -42,6 +42,7 @@ import sys
 import threading
 import warnings
 
+from . import threads
 from .engine import backend, ops
 from .engine.function import Function, ProductSum, TensorBase, accumulate, fit, modes, observed, walk
 from .engine.tensor import Tensor
@@ -448,14 +449,15 @@ class Loop(Function):
         out = backend.array_namespace(rest).empty((rest.shape[0] + 2,) + state[0].shape, dtype=state[0].dtype)
         out[0], out[1] = arrays[0], arrays[1]
         ctx.contexts, ctx.checkpoints = [None] * rest.shape[0], {}
-        for i in range(rest.shape[0]):
-            if every and i % every == 0:
-                ctx.checkpoints[i] = state
-            contexts, new = forward_step(rest[i], state, statics)
-            state = new if i + 2 < shortest else _select(run.valid[i + 2], new, state)
-            out[i + 2] = state[0]
-            if not every:
-                ctx.contexts[i] = contexts
+        with threads.blas_threads(threads.loop_threads()):
+            for i in range(rest.shape[0]):
+                if every and i % every == 0:
+                    ctx.checkpoints[i] = state
+                contexts, new = forward_step(rest[i], state, statics)
+                state = new if i + 2 < shortest else _select(run.valid[i + 2], new, state)
+                out[i + 2] = state[0]
+                if not every:
+                    ctx.contexts[i] = contexts
         return (out,) + tuple(state)
 
     def kept_arrays(ctx):
@@ -475,30 +477,38 @@ class Loop(Function):
         S, needs = run.n_state, ctx.needs_input_grad
         dxs = backend.array_namespace(ctx.rest).empty_like(ctx.rest) if needs[0] else None  # every row is written
         g_state, summed, owned = list(g_state), [None] * len(run.outside), set()
-        every = run.every or n
-        for start in reversed(range(0, n, every)):
-            stop = min(start + every, n)
-            contexts = ctx.contexts[start:stop]
-            if run.every:  # recompute the segment's contexts from its checkpoint
-                state, contexts = ctx.checkpoints[start], []
-                for i in range(start, stop):
-                    step_contexts, new = run.forward_step(ctx.rest[i], state, ctx.statics)
-                    contexts.append(step_contexts)
-                    state = new if i + 2 < run.shortest else _select(run.valid[i + 2], new, state)
-            for i in reversed(range(start, stop)):
-                if g_out is not None:
-                    g_state[0] = g_out[i + 2] if g_state[0] is None else accumulate(g_state[0], g_out[i + 2], "out",
-                                                                                    set())
-                g_state = _backward_step(ctx, contexts[i - start], g_state, i, dxs, summed, owned)
-            if run.every:  # memory per segment: evaluate the lazy weight gradients now
-                for k, g in enumerate(summed):
-                    if type(g) is ProductSum:
-                        summed[k] = g.evaluate()
-                        owned.add(k)
+        with threads.blas_threads(threads.loop_threads()):
+            g_state = _backward_steps(ctx, g_out, g_state, dxs, summed, owned)
         firsts = [None if g_out is None or not needs[1 + k] else g_out[k] for k in range(2)]
         states = [None if g is None or not need else (g.evaluate() if type(g) is ProductSum else g)
                   for g, need in zip(g_state, needs[3:3 + S])]
         return tuple([dxs] + firsts + states + [g if need else None for g, need in zip(summed, needs[3 + S:])])
+
+
+def _backward_steps(ctx, g_out, g_state, dxs, summed, owned):
+    """Every step's backward, last to first, segment by segment (a segment's contexts are recomputed
+    from its checkpoint when checkpointing); returns the gradient of the state after step 1."""
+    run, n = ctx.run, ctx.rest.shape[0]
+    every = run.every or n
+    for start in reversed(range(0, n, every)):
+        stop = min(start + every, n)
+        contexts = ctx.contexts[start:stop]
+        if run.every:  # recompute the segment's contexts from its checkpoint
+            state, contexts = ctx.checkpoints[start], []
+            for i in range(start, stop):
+                step_contexts, new = run.forward_step(ctx.rest[i], state, ctx.statics)
+                contexts.append(step_contexts)
+                state = new if i + 2 < run.shortest else _select(run.valid[i + 2], new, state)
+        for i in reversed(range(start, stop)):
+            if g_out is not None:
+                g_state[0] = g_out[i + 2] if g_state[0] is None else accumulate(g_state[0], g_out[i + 2], "out", set())
+            g_state = _backward_step(ctx, contexts[i - start], g_state, i, dxs, summed, owned)
+        if run.every:  # memory per segment: evaluate the lazy weight gradients now
+            for k, g in enumerate(summed):
+                if type(g) is ProductSum:
+                    summed[k] = g.evaluate()
+                    owned.add(k)
+    return g_state
 
 
 def _backward_step(ctx, contexts, g_state, i, dxs, summed, owned):
