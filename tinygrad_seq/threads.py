@@ -17,6 +17,7 @@ idle machine that is every core; next to other busy processes, a BLAS thread tha
 for a core it cannot get is not started (OpenBLAS's threads wait by spinning, so a second
 thread on a busy core makes a small matmul several times slower, not faster).
 """
+import concurrent.futures
 import contextlib
 import os
 import sys
@@ -24,7 +25,7 @@ import time
 
 import threadpoolctl
 
-__all__ = ["set_num_threads", "get_num_threads", "blas_threads", "loop_threads"]
+__all__ = ["set_num_threads", "get_num_threads", "blas_threads", "loop_threads", "in_row_blocks"]
 
 _chosen = None  # the count given to set_num_threads, which the loops then use too
 
@@ -103,3 +104,32 @@ def _other_runnable():
     except (OSError, ValueError, IndexError):
         return 0
     return max(0, running - ours)
+
+
+def in_row_blocks(fn, rows):
+    """fn(start, stop) over `rows` rows split into one block per loop_threads() thread, run at once on a
+    small pool (NumPy releases the GIL inside a ufunc on a large array, so the blocks use the cores
+    that a single ufunc would leave idle); fn must only write rows start..stop-1 of its outputs."""
+    n = min(loop_threads(), rows)
+    if n <= 1:
+        fn(0, rows)
+        return
+    bounds = [rows * k // n for k in range(n + 1)]
+    futures = [_pool(n).submit(fn, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    fn(bounds[0], bounds[1])  # this thread takes the first block
+    for f in futures:
+        f.result()
+
+
+def _pool(n):
+    """A pool of at least n - 1 worker threads, made on first use."""
+    global _executor, _workers
+    if _workers < n - 1:
+        if _executor is not None:
+            _executor.shutdown(wait=False)
+        _executor = concurrent.futures.ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="tinygrad_seq")
+        _workers = n - 1
+    return _executor
+
+
+_executor, _workers = None, 0
