@@ -8,7 +8,8 @@ two biases, h_n ordered [l0 fwd, l0 rev, l1 fwd, ...]).
 Conventions
 -----------
 * A cell's parameters are a dict ``{"weight_ih", "weight_hh"[, "bias_ih", "bias_hh"]}``;
-  both biases are present or both absent (bias=False).
+  both biases are present or both absent (bias=False). An LSTM with a projection
+  (nn.LSTM(proj_size=P)) also has ``"weight_hr"`` (P, H): its h has P features.
 * Gradients are of the scalar loss ``L = sum(out * grad_out)`` summed over every output
   that has an incoming gradient (a missing one counts as zero).
 * Variable lengths follow pack_padded_sequence(enforce_sorted=False) +
@@ -75,7 +76,8 @@ def rnn_step_backward(cache, params, grad_h_new, nonlinearity="tanh"):
 
 # ---------------------------------------------------------------------------- LSTM cell
 # [a_i a_f a_g a_o] = x W_ih^T + b_ih + h W_hh^T + b_hh
-# i, f, o = sigmoid(a_i, a_f, a_o) ; g = tanh(a_g) ; c' = f c + i g ; h' = o tanh(c')
+# i, f, o = sigmoid(a_i, a_f, a_o) ; g = tanh(a_g) ; c' = f c + i g ; m = o tanh(c')
+# h' = m, or h' = m W_hr^T with a projection (weight_hr)
 
 
 def lstm_step_forward(x, h, c, params):
@@ -84,13 +86,17 @@ def lstm_step_forward(x, h, c, params):
     i, f, g, o = sigmoid(a_i), sigmoid(a_f), np.tanh(a_g), sigmoid(a_o)
     c_new = f * c + i * g
     tanh_c_new = np.tanh(c_new)
-    h_new = o * tanh_c_new
-    return h_new, c_new, (x, h, c, i, f, g, o, tanh_c_new)
+    m = o * tanh_c_new
+    h_new = m @ params["weight_hr"].T if "weight_hr" in params else m
+    return h_new, c_new, (x, h, c, i, f, g, o, tanh_c_new, m)
 
 
 def lstm_step_backward(cache, params, grad_h_new, grad_c_new):
     """Backward of one LSTM step; returns (grad_x, grad_h, grad_c, grad_params)."""
-    x, h, c, i, f, g, o, tanh_c_new = cache
+    x, h, c, i, f, g, o, tanh_c_new, m = cache
+    if "weight_hr" in params:  # h' = m W_hr^T: dL/dW_hr = (dL/dh')^T m and dL/dm = dL/dh' W_hr
+        grad_hr = grad_h_new.T @ m
+        grad_h_new = grad_h_new @ params["weight_hr"]
     # c' reaches the loss directly (grad_c_new) and through h' = o tanh(c').
     grad_c_total = grad_c_new + grad_h_new * o * (1.0 - tanh_c_new**2)
     grad_o = grad_h_new * tanh_c_new
@@ -104,7 +110,10 @@ def lstm_step_backward(cache, params, grad_h_new, grad_c_new):
     )
     grad_x = grad_a @ params["weight_ih"]
     grad_h = grad_a @ params["weight_hh"]
-    return grad_x, grad_h, grad_c, _affine_grads(grad_a, x, grad_a, h, params)
+    grads = _affine_grads(grad_a, x, grad_a, h, params)
+    if "weight_hr" in params:
+        grads["weight_hr"] = grad_hr
+    return grad_x, grad_h, grad_c, grads
 
 
 # ----------------------------------------------------------------------------- GRU cell
@@ -186,11 +195,11 @@ def cell_forward_backward(kind, x, h, c, params, grad_h, grad_c=None, nonlineari
     _check_kind(kind, nonlinearity)
     params = {name: _as_f64(value) for name, value in params.items()}
     x = _as_f64(x)
-    hidden = (x.shape[0], params["weight_hh"].shape[1])
-    h = np.zeros(hidden) if h is None else _as_f64(h)
+    h = np.zeros((x.shape[0], params["weight_hh"].shape[1])) if h is None else _as_f64(h)
     if kind == "lstm":
-        c = np.zeros(hidden) if c is None else _as_f64(c)
-        grad_c = np.zeros(hidden) if grad_c is None else _as_f64(grad_c)
+        cell = (x.shape[0], params["weight_hh"].shape[0] // 4)  # c has H features, h P with a projection
+        c = np.zeros(cell) if c is None else _as_f64(c)
+        grad_c = np.zeros(cell) if grad_c is None else _as_f64(grad_c)
     elif c is not None or grad_c is not None:
         raise ValueError(f"{kind} has no cell state: c and grad_c must be None")
     h_new, c_new, cache = step_forward(kind, x, h, c, params, nonlinearity)
@@ -264,7 +273,7 @@ def direction_backward(kind, tape, params, grad_output, grad_h_n, grad_c_n=None,
 def _direction_params(params, layer, direction):
     """(cell parameters of one layer and direction under their cell names, their name suffix)."""
     suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
     return {name: params[name + suffix] for name in names if name + suffix in params}, suffix
 
 
@@ -294,11 +303,12 @@ def layer_forward_backward(
     """Forward and BPTT of a PyTorch-style RNN/LSTM/GRU layer (time-major, no dropout).
 
     kind in {"rnn", "lstm", "gru"}; x (T, B, I); params: PyTorch state_dict names
-    ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "..._reverse") to arrays;
-    h0, c0 (num_layers*D, B, H), zeros if None; lengths: B ints in 1..T or None (all T).
+    ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "..._reverse"; "weight_hr_l0" for
+    an LSTM with a projection) to arrays; h0 (num_layers*D, B, P), c0 (num_layers*D, B, H), zeros if
+    None, where P = H unless projected; lengths: B ints in 1..T or None (all T).
     Loss: L = sum(output*grad_output) + sum(h_n*grad_h_n) + sum(c_n*grad_c_n), a missing
     grad_* counting as zero.
-    Returns (output (T, B, D*H), h_n, c_n or None, grads): grads has a gradient for every
+    Returns (output (T, B, D*P), h_n, c_n or None, grads): grads has a gradient for every
     key of params plus "x", "h0" and (lstm) "c0".
     """
     _check_kind(kind, nonlinearity)
@@ -310,22 +320,22 @@ def layer_forward_backward(
     params = {name: _as_f64(value) for name, value in params.items()}
     T, B, _ = x.shape
     D = 2 if bidirectional else 1
-    H = params["weight_hh_l0"].shape[1]
+    P, H = params["weight_hh_l0"].shape[1], params["weight_hh_l0"].shape[0] // GATES[kind]  # P: h's width
     lengths = _lengths_array(lengths, T, B)
-    state_shape = (num_layers * D, B, H)
+    h_shape, c_shape = (num_layers * D, B, P), (num_layers * D, B, H)
 
-    def state_or_zeros(array):
-        return np.zeros(state_shape) if array is None else _as_f64(array)
+    def state_or_zeros(array, shape):
+        return np.zeros(shape) if array is None else _as_f64(array)
 
-    h0 = state_or_zeros(h0)
-    c0 = state_or_zeros(c0) if kind == "lstm" else None
-    grad_output = np.zeros((T, B, D * H)) if grad_output is None else _as_f64(grad_output)
-    grad_h_n = state_or_zeros(grad_h_n)
-    grad_c_n = state_or_zeros(grad_c_n) if kind == "lstm" else None
+    h0 = state_or_zeros(h0, h_shape)
+    c0 = state_or_zeros(c0, c_shape) if kind == "lstm" else None
+    grad_output = np.zeros((T, B, D * P)) if grad_output is None else _as_f64(grad_output)
+    grad_h_n = state_or_zeros(grad_h_n, h_shape)
+    grad_c_n = state_or_zeros(grad_c_n, c_shape) if kind == "lstm" else None
 
     # Forward, layer by layer; layer k > 0 reads [forward output, reverse output] of layer k-1.
-    h_n = np.zeros(state_shape)
-    c_n = np.zeros(state_shape) if kind == "lstm" else None
+    h_n = np.zeros(h_shape)
+    c_n = np.zeros(c_shape) if kind == "lstm" else None
     tapes = {}
     layer_input = x
     for layer in range(num_layers):
@@ -346,8 +356,8 @@ def layer_forward_backward(
     # Backward, top layer first; the gradient of layer k's output is the sum of what both
     # directions of layer k+1 send back to their input.
     grads = {}
-    grad_h0 = np.zeros(state_shape)
-    grad_c0 = np.zeros(state_shape) if kind == "lstm" else None
+    grad_h0 = np.zeros(h_shape)
+    grad_c0 = np.zeros(c_shape) if kind == "lstm" else None
     grad_layer_output = grad_output
     for layer in reversed(range(num_layers)):
         grad_inputs = []
@@ -355,7 +365,7 @@ def layer_forward_backward(
             index = layer * D + direction
             cell_params, suffix = _direction_params(params, layer, direction)
             grad_x, grad_h0[index], grad_c_first, step_grads = direction_backward(
-                kind, tapes[index], cell_params, grad_layer_output[:, :, direction * H:(direction + 1) * H],
+                kind, tapes[index], cell_params, grad_layer_output[:, :, direction * P:(direction + 1) * P],
                 grad_h_n[index], None if grad_c_n is None else grad_c_n[index], nonlinearity,
             )
             if grad_c0 is not None:

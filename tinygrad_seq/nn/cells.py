@@ -31,7 +31,7 @@ class RNNCellBase(Module):
     def sharing(cls, weight_ih, weight_hh, bias_ih=None, bias_hh=None, **options):
         """A cell that uses the given parameters (how RNN/LSTM/GRU layers run their weights)."""
         cell = cls.__new__(cls)
-        cell.input_size, cell.hidden_size = weight_ih.shape[1], weight_hh.shape[1]
+        cell.input_size, cell.hidden_size = weight_ih.shape[1], weight_hh.shape[0] // cls.gates
         cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh = weight_ih, weight_hh, bias_ih, bias_hh
         for name, value in options.items():
             setattr(cell, name, value)
@@ -40,15 +40,19 @@ class RNNCellBase(Module):
     def initial_state(self, batch_size):
         return zeros(batch_size, self.hidden_size, dtype=self.weight_hh.dtype, device=self.weight_hh.device)
 
+    def _state_sizes(self):
+        """The width of each item of the state."""
+        return (self.hidden_size,) * self.state_items
+
     def forward(self, x, state=None):
         """One step on the input x (B, I): the same step the sequence layers run."""
         state = self.initial_state(x.shape[0]) if state is None else tuple(state) if isinstance(state, list) else state
         check_input(self, x, self.weight_ih)
         if x.ndim != 2 or x.shape[1] != self.input_size:
             raise ValueError(f"{type(self).__name__}: expected input of shape (batch, {self.input_size}), got {x.shape}")
-        for s in (state if isinstance(state, tuple) else (state,)):
-            if s.shape != (x.shape[0], self.hidden_size):
-                raise ValueError(f"{type(self).__name__}: expected state of shape ({x.shape[0]}, {self.hidden_size}), "
+        for s, size in zip(state if isinstance(state, tuple) else (state,), self._state_sizes()):
+            if s.shape != (x.shape[0], size):
+                raise ValueError(f"{type(self).__name__}: expected state of shape ({x.shape[0]}, {size}), "
                                  f"got {s.shape}")
         return self.step(self.project(x), state, *self.constants(self.weight_hh.T))
 
@@ -125,6 +129,44 @@ class LSTMCell(RNNCellBase):
         i, f, g, o = ((z if halved else z * scale).tanh() * scale + shift).chunk(4, 1)
         c = f * c + i * g
         return o * c.tanh(), c
+
+
+class ProjectedLSTMCell(LSTMCell):
+    """The cell nn.LSTM(..., proj_size=P) runs: an LSTMCell whose output is projected, h' = (o tanh(c')) W_hr^T.
+
+    weight_hr (P, H) joins LSTMCell's parameters and weight_hh is (4H, P); the state is (h (B, P), c (B, H)).
+    """
+
+    def __init__(self, input_size, hidden_size, proj_size, bias=True, dtype=None, device=None):
+        super().__init__(input_size, hidden_size, bias, dtype, device)
+        self.weight_hh = Parameter(zeros(4 * hidden_size, proj_size, dtype=dtype, device=device))
+        self.weight_hr = Parameter(zeros(proj_size, hidden_size, dtype=dtype, device=device))
+        init.recurrent_uniform_(self, hidden_size)
+
+    @property
+    def proj_size(self):
+        return self.weight_hr.shape[0]
+
+    def _state_sizes(self):
+        return self.proj_size, self.hidden_size
+
+    def initial_state(self, batch_size):
+        w = self.weight_hh
+        return zeros(batch_size, self.proj_size, dtype=w.dtype, device=w.device), super().initial_state(batch_size)[1]
+
+    def prepare_sequence(self, x):
+        inputs, constants = super().prepare_sequence(x)
+        return inputs, constants + (self.weight_hr.T.contiguous(),)
+
+    def constants(self, w_hh_t):
+        return super().constants(w_hh_t) + (self.weight_hr.T,)
+
+    def step(self, x_t, state, w_hh_t, scale, shift, halved, w_hr_t):
+        h, c = super().step(x_t, state, w_hh_t, scale, shift, halved)
+        return h @ w_hr_t, c
+
+    def extra_repr(self):
+        return super().extra_repr() + f", proj_size={self.proj_size}"
 
 
 @functools.lru_cache(maxsize=32)

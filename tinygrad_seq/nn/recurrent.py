@@ -16,8 +16,9 @@ from ..engine import backend
 from ..tensors import Tensor, cat, stack, where, zeros
 from . import functional as F
 from . import init
-from .cells import GRUCell, LSTMCell, RNNCell
+from .cells import GRUCell, LSTMCell, ProjectedLSTMCell, RNNCell
 from .module import Module, Parameter
+from .utils.rnn import PackedSequence, packed_as_padded
 
 
 def _rows(mask, ndim):
@@ -155,6 +156,13 @@ def _layout(x, batch_first):
     return x.transpose(0, 1) if batch_first else x
 
 
+def _unpacked(op, x, lengths):
+    """A PackedSequence as (padded (T, B, ...) in the original batch order, lengths, repack(output))."""
+    if lengths is not None:
+        raise ValueError(f"{op}: a PackedSequence carries its own lengths; do not also pass lengths=")
+    return packed_as_padded(x, op)
+
+
 class Recurrent(Module):
     """Run any cell over sequences: lengths, reversal, bidirectional and stacked layers.
 
@@ -184,16 +192,20 @@ class Recurrent(Module):
         return bool(self.reverse_cells)
 
     def forward(self, x, state=None, lengths=None):
-        if x.ndim < 2:
+        packed = isinstance(x, PackedSequence)
+        if packed:  # run as padded with lengths, in the original batch order; the output packed back
+            x, lengths, repack = _unpacked("Recurrent", x, lengths)
+        elif x.ndim < 2:
             raise ValueError(f"Recurrent: expected input of shape (T, B, ...){' with batch_first' * self.batch_first}, got {x.shape}")
-        x = _layout(x, self.batch_first)
+        else:
+            x = _layout(x, self.batch_first)
         lengths = check_lengths("Recurrent", lengths, x.shape[1], x.shape[0])
         layers = [(c, self.reverse_cells[k] if self.bidirectional else None) for k, c in enumerate(self.cells)]
         per_layer = state if self.stacked else [state]
         states = None if state is None else [list(s) if self.bidirectional else [s, None] for s in per_layer]
         out, finals = run_layers(layers, x, states, lengths, self.dropout, self.training, self.capture, self.checkpoint)
         finals = [tuple(f) if self.bidirectional else f[0] for f in finals]
-        return _layout(out, self.batch_first), (finals if self.stacked else finals[0])
+        return repack(out) if packed else _layout(out, self.batch_first), (finals if self.stacked else finals[0])
 
 
 @functools.lru_cache(maxsize=None)
@@ -207,25 +219,38 @@ class RNNBase(Module):
     cell_type = RNNCell
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, dtype=None, device=None, capture=True, checkpoint=None):
+                 bidirectional=False, dtype=None, device=None, capture=True, checkpoint=None, proj_size=0):
         if num_layers < 1 or hidden_size < 1 or input_size < 1:
             raise ValueError(f"{type(self).__name__}: input_size, hidden_size and num_layers must be positive, "
                              f"got {input_size}, {hidden_size}, {num_layers}")
         if not 0 <= dropout <= 1:
             raise ValueError(f"{type(self).__name__}: dropout must be in [0, 1], got {dropout}")
+        name = type(self).__name__
+        if proj_size < 0:
+            raise ValueError(f"{name}: proj_size should be a positive integer or zero to disable projections, "
+                             f"got {proj_size}")
+        if proj_size and not issubclass(self.cell_type, LSTMCell):
+            raise ValueError(f"{name}: proj_size argument is only supported for LSTM, not RNN or GRU")
+        if proj_size >= hidden_size:
+            raise ValueError(f"{name}: proj_size has to be smaller than hidden_size, got proj_size={proj_size} "
+                             f"and hidden_size={hidden_size}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, dropout, bidirectional
+        self.proj_size = proj_size
         self.capture, self.checkpoint = capture, _capture.check_checkpoint(checkpoint)
-        rows = self.cell_type.gates * hidden_size
+        rows, out = self.cell_type.gates * hidden_size, proj_size or hidden_size  # out: the size of h
         directions = 2 if bidirectional else 1
         for k in range(num_layers):
             for suffix in ("", "_reverse")[:directions]:
-                width = input_size if k == 0 else hidden_size * directions
+                width = input_size if k == 0 else out * directions
                 setattr(self, f"weight_ih_l{k}{suffix}", Parameter(zeros(rows, width, dtype=dtype, device=device)))
-                setattr(self, f"weight_hh_l{k}{suffix}", Parameter(zeros(rows, hidden_size, dtype=dtype, device=device)))
+                setattr(self, f"weight_hh_l{k}{suffix}", Parameter(zeros(rows, out, dtype=dtype, device=device)))
                 if bias:
                     setattr(self, f"bias_ih_l{k}{suffix}", Parameter(zeros(rows, dtype=dtype, device=device)))
                     setattr(self, f"bias_hh_l{k}{suffix}", Parameter(zeros(rows, dtype=dtype, device=device)))
+                if proj_size:
+                    setattr(self, f"weight_hr_l{k}{suffix}", Parameter(zeros(proj_size, hidden_size, dtype=dtype,
+                                                                             device=device)))
         init.recurrent_uniform_(self, hidden_size)
 
     def _cell(self, k, suffix):
@@ -249,6 +274,9 @@ class RNNBase(Module):
     def run_cells(self, layers, x, hx=None, lengths=None):
         """forward() with the given per-layer (forward, reverse) cells, e.g. wrapped ones from cells()."""
         name, D, H = type(self).__name__, 2 if self.bidirectional else 1, self.hidden_size
+        packed = isinstance(x, PackedSequence)
+        if packed:  # run as padded with lengths, in the original batch order; the output packed back
+            x, lengths, repack = _unpacked(name, x, lengths)
         if not isinstance(x, Tensor):
             raise TypeError(f"{name}: input must be a Tensor, got {type(x).__name__}")
         if x.ndim not in (2, 3) or x.shape[-1] != self.input_size:
@@ -260,7 +288,7 @@ class RNNBase(Module):
             raise ValueError(f"{name}: input is {x.dtype} on {x.device} but the parameters are "
                              f"{weight.dtype} on {weight.device}; convert one with .to()")
         unbatched = x.ndim == 2
-        x = x.unsqueeze(1) if unbatched else _layout(x, self.batch_first)
+        x = x.unsqueeze(1) if unbatched else x if packed else _layout(x, self.batch_first)
         T, B = x.shape[0], x.shape[1]
         lengths = check_lengths(name, lengths, B, T)
         states = None
@@ -268,8 +296,8 @@ class RNNBase(Module):
             hx = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
             if len(hx) != self.cell_type.state_items:
                 raise ValueError(f"{name}: hx must be {'(h_0, c_0)' if self.cell_type.state_items == 2 else 'h_0'}")
-            expected = (self.num_layers * D, H) if unbatched else (self.num_layers * D, B, H)
-            for h in hx:
+            for h, size in zip(hx, (self.proj_size or H, H)):  # h_0 is proj_size wide when projected
+                expected = (self.num_layers * D, size) if unbatched else (self.num_layers * D, B, size)
                 if not isinstance(h, Tensor) or h.shape != expected or h.dtype != weight.dtype or h.device != weight.device:
                     got = f"{h.shape} {h.dtype} on {h.device}" if isinstance(h, Tensor) else type(h).__name__
                     raise ValueError(f"{name}: initial state must have shape {expected}, dtype {weight.dtype} "
@@ -285,11 +313,11 @@ class RNNBase(Module):
         else:
             h_n = _stack(flat)
             final = h_n[:, 0] if unbatched else h_n
-        out = out[:, 0] if unbatched else _layout(out, self.batch_first)
+        out = out[:, 0] if unbatched else repack(out) if packed else _layout(out, self.batch_first)
         return out, final
 
     def extra_repr(self):
-        s = f"{self.input_size}, {self.hidden_size}"
+        s = f"{self.input_size}, {self.hidden_size}" + (f", proj_size={self.proj_size}" if self.proj_size else "")
         for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
                               ("bidirectional", False)):
             if getattr(self, name) != default:
@@ -301,12 +329,12 @@ class RNN(RNNBase):
     """Elman RNN over sequences: h_t = tanh (or relu)(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, dtype=None, device=None, capture=True, checkpoint=None):
+                 dropout=0.0, bidirectional=False, dtype=None, device=None, capture=True, checkpoint=None, proj_size=0):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype, device,
-                         capture, checkpoint)
+                         capture, checkpoint, proj_size)
 
     def _cell_options(self):
         return {"nonlinearity": self.nonlinearity}
@@ -316,8 +344,17 @@ class RNN(RNNBase):
 
 
 class LSTM(RNNBase):
-    """LSTM over sequences (gates i, f, g, o); forward returns output, (h_n, c_n)."""
+    """LSTM over sequences (gates i, f, g, o); forward returns output, (h_n, c_n).
+
+    With proj_size=P > 0 each layer's h is projected, h = (o tanh(c)) W_hr^T (weight_hr_l{k}, (P, H)), as in
+    PyTorch: h_n and the output have P features per direction, c_n keeps H."""
     cell_type = LSTMCell
+
+    def _cell(self, k, suffix):
+        if not self.proj_size:
+            return super()._cell(k, suffix)
+        return ProjectedLSTMCell.sharing(*[getattr(self, n, None) for n in _parameter_names(k, suffix)],
+                                         weight_hr=getattr(self, f"weight_hr_l{k}{suffix}"))
 
 
 class GRU(RNNBase):
