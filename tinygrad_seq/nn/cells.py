@@ -155,6 +155,8 @@ class ProjectedLSTMCell(LSTMCell):
         return zeros(batch_size, self.proj_size, dtype=w.dtype, device=w.device), super().initial_state(batch_size)[1]
 
     def prepare_sequence(self, x):
+        if x.shape[0] == 1:  # one step: prepared as forward does it, through constants()
+            return super().prepare_sequence(x)
         inputs, constants = super().prepare_sequence(x)
         return inputs, constants + (self.weight_hr.T.contiguous(),)
 
