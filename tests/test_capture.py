@@ -620,3 +620,58 @@ def test_the_compiled_step_can_be_read_and_is_compiled_once_per_structure():
     again, _ = lstm(tg.randn(7, 3, 3))  # other T and batch: the same step structure, other shapes
     assert len(capture._compiled) == compiled and again.grad_fn.run.source == source
     assert again.grad_fn.run.forward_step is not out.grad_fn.run.forward_step  # each run its own closures
+
+
+# ---- values the step computes from its data outside the ops --------------------------
+
+class Embedded(nn.Module):
+    """h' = tanh(h W + E[x_t] + f(x_t)): the step embeds its own tokens; `how` adds a risky read."""
+    hidden_size = 3
+
+    def __init__(self, how):
+        self.how = how
+        self.emb = nn.Embedding(6, 3, dtype="float64")
+        self.w = nn.Parameter(tg.Tensor(seeded(30).standard_normal((3, 3)) * 0.5))
+
+    def initial_state(self, batch_size):
+        return tg.zeros(batch_size, 3, dtype="float64")
+
+    def forward(self, x, h):
+        tokens = x[:, 0]
+        pre = h @ self.w + self.emb(tokens)
+        if self.how == "array":  # a mask made from the step's data outside the ops
+            pre = pre + tg.Tensor(tokens.array > 2).double()[:, None]
+        if self.how == "index":  # an index array made from the step's data, passed as an option
+            pre = pre + self.emb.weight[tokens.array][:, :1]
+        return pre.tanh()
+
+
+@pytest.mark.parametrize("how, reason", [("embedding", None), ("array", "reads the array of a tensor"),
+                                         ("index", "reads the array of a tensor")])
+def test_values_computed_from_the_steps_data_are_never_baked_in(how, reason):
+    tokens = np.array([1, 1, 1, 2, 3, 4, 5]).reshape(7, 1, 1).repeat(2, axis=1)  # equal at the two recorded steps
+    tokens[:, 1] = 5 - tokens[:, 1]
+    cell = Embedded(how)
+    layer = nn.Recurrent(cell)
+    with counted() as seen, pytest.warns(capture.FallbackWarning, match=reason) if reason else \
+            contextlib.nullcontext():
+        out, _ = layer(tg.Tensor(tokens))
+        out.sum().backward()
+    grads = [p.grad.numpy().copy() for p in cell.parameters()]
+    assert seen["captured"] == (reason is None), seen
+    cell.zero_grad()
+    with capture.disabled():
+        eager, _ = layer(tg.Tensor(tokens))
+        eager.sum().backward()
+    np.testing.assert_allclose(out.numpy(), eager.numpy(), rtol=1e-12)
+    for g, p in zip(grads, cell.parameters()):
+        np.testing.assert_allclose(g, p.grad.numpy(), rtol=1e-12)
+
+
+def test_an_index_array_made_at_each_step_falls_back():
+    class Picked(Embedded):
+        def forward(self, x, h):
+            rows = np.arange(h.shape[0])  # a new array at every step (harmless here, but it could hold data)
+            return (h @ self.w)[rows].tanh() + x
+    with pytest.warns(capture.FallbackWarning, match="an array it makes at each step"):
+        nn.Recurrent(Picked("none"))(tg.randn(5, 2, 3, dtype="float64"))

@@ -87,7 +87,7 @@ def test_blas_threads_is_scoped(restore_threads):
 
 
 def test_loop_threads_follow_set_num_threads_or_the_free_cores(restore_threads, monkeypatch):
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = threads._cores()
     monkeypatch.setattr(threads, "_chosen", None)
     monkeypatch.setattr(threads, "_sample", (-1.0, 1))
     assert 1 <= threads.loop_threads() <= cores
@@ -99,6 +99,21 @@ def test_loop_threads_follow_set_num_threads_or_the_free_cores(restore_threads, 
     assert threads.loop_threads() == 1
     tg.set_num_threads(1)
     assert threads.loop_threads() == 1
+
+
+@needs_two_cores
+def test_a_loop_on_a_busy_machine_uses_the_free_cores_then_restores(restore_threads, monkeypatch):
+    tg.set_num_threads(2)
+    monkeypatch.setattr(threads, "_chosen", None)
+    monkeypatch.setattr(threads, "_sample", (-1.0, 1))
+    monkeypatch.setattr(threads, "_other_runnable", lambda: threads._cores() - 1)
+    with threads.for_loop():
+        assert tg.get_num_threads() == 1
+    assert tg.get_num_threads() == 2
+    monkeypatch.setattr(threads, "_sample", (-1.0, 1))
+    monkeypatch.setattr(threads, "_other_runnable", lambda: 0)
+    with threads.for_loop():  # idle: the BLAS is left as it is
+        assert tg.get_num_threads() == 2
 
 
 def test_a_captured_loop_leaves_the_blas_threads_as_they_were(restore_threads):

@@ -9,13 +9,13 @@ was imported; environment variables such as OPENBLAS_NUM_THREADS only work befor
 BLAS libraries in the process (PyTorch's, scikit-learn's) are left alone, as
 torch.set_num_threads leaves NumPy's.
 
-Importing tinygrad_seq changes nothing. The recurrent layers run each sequence with a thread
-count of their own (`loop_threads`), restored when they return: the count given to
-set_num_threads if the program gave one, else as many cores as no other task is using at that
-moment (the runnable tasks of /proc/loadavg minus this process's own), at least one. On an
-idle machine that is every core; next to other busy processes, a BLAS thread that would wait
-for a core it cannot get is not started (OpenBLAS's threads wait by spinning, so a second
-thread on a busy core makes a small matmul several times slower, not faster).
+Importing tinygrad_seq changes nothing. A captured recurrent loop runs its steps with the cores
+no other task is using at that moment (the runnable tasks of /proc/loadavg minus this process's
+own, at least one; `for_loop`), restored when it returns; on an idle machine, or once the
+program has called set_num_threads, it leaves the BLAS as it is. OpenBLAS's threads wait by
+spinning, so a second thread on a core another process is using makes a small matmul several
+times slower, not faster. The wide log-softmax splits its rows over as many threads
+(`in_row_blocks`).
 """
 import concurrent.futures
 import contextlib
@@ -25,7 +25,7 @@ import time
 
 import threadpoolctl
 
-__all__ = ["set_num_threads", "get_num_threads", "blas_threads", "loop_threads", "in_row_blocks"]
+__all__ = ["set_num_threads", "get_num_threads", "blas_threads", "loop_threads", "for_loop", "in_row_blocks"]
 
 _chosen = None  # the count given to set_num_threads, which the loops then use too
 
@@ -77,33 +77,53 @@ def blas_threads(n):
 
 
 def loop_threads():
-    """The BLAS threads a recurrent loop runs with: set_num_threads's count if one was set, else the free
-    cores (looked at again after a tenth of a second at most: reading /proc costs about 0.1 ms)."""
+    """How many threads the library's own parallel work uses: set_num_threads's count if the program set one,
+    else the cores no other task is using now (looked at again after a tenth of a second at most)."""
     global _sample
     if _chosen is not None:
         return _chosen
     now = time.monotonic()
     if now - _sample[0] > 0.1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        _sample = now, (max(1, cores - _other_runnable()) if cores > 1 else 1)
+        _sample = now, max(1, _cores() - _other_runnable())
     return _sample[1]
 
 
 _sample = (-1.0, 1)  # (when, free cores) of the last look
 
 
+def _cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def for_loop():
+    """A recurrent loop's block: NumPy's BLAS at loop_threads() threads when other tasks are using cores
+    (and the program set no count); on an idle machine, or after set_num_threads, the BLAS is left alone."""
+    n = loop_threads()
+    if _chosen is not None or n >= _cores():
+        yield
+        return
+    with blas_threads(n):
+        yield
+
+
 def _other_runnable():
     """Tasks of other processes that are running or waiting for a core now (0 where Linux's /proc is absent)."""
     try:
-        with open("/proc/loadavg") as f:
-            running = int(f.read().split()[3].split("/")[0])
-        ours = 0
-        for task in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{task}/stat") as f:
-                ours += f.read().rpartition(")")[2].split()[0] == "R"
+        running = int(_read("/proc/loadavg").split()[3].split(b"/")[0])
+        ours = sum(_read(f"/proc/self/task/{task}/stat").rpartition(b")")[2].split()[0] == b"R"
+                   for task in os.listdir("/proc/self/task"))
     except (OSError, ValueError, IndexError):
         return 0
     return max(0, running - ours)
+
+
+def _read(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
 
 
 def in_row_blocks(fn, rows):

@@ -38,7 +38,7 @@ def _log_softmax_into(xp, a, axis, z, p):
 
 def _wide(a, axis):
     """Whether rows of `a` along the last axis are worth computing on several cores (host arrays)."""
-    return a.ndim == 2 and axis in (1, -1) and a.size >= _WIDE and type(a) is backend.ndarray
+    return type(a) is backend.ndarray and a.ndim == 2 and axis in (1, -1) and a.size >= _WIDE
 
 
 _WIDE = 1 << 18  # elements: below this a ufunc call is too short to share
