@@ -103,8 +103,10 @@ class Probed(nn.Module):
     """Runs `cell` and adds probes[t] (zeros that require grad) to the new state's item `component`.
 
     For LSTM's cell state (component 1) the probe goes in before h' = o tanh(c') is computed,
-    since the total derivative dL/dc_t includes the path through h_t.
+    since the total derivative dL/dc_t includes the path through h_t. A probe per step is a
+    different outside tensor at each step: the loop runs eagerly (capturable = False).
     """
+    capturable = False
 
     def __init__(self, cell, probes, component=0):
         self.cell, self.probes, self.component, self.t = cell, probes, component, 0

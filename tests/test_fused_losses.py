@@ -164,3 +164,29 @@ def test_linear_folds_leading_axes_into_one_matmul():
         nodes.append(type(node).__name__)
         stack += [e.node for e in node.parents if isinstance(e, Edge)]
     assert nodes.count("Matmul") == 1
+
+
+@pytest.mark.parametrize("loss", ["log_softmax", "cross_entropy", "nll_loss"])
+def test_wide_rows_computed_in_blocks_on_several_threads_equal_one_pass(loss, monkeypatch):
+    from tinygrad_seq import threads
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((37, 1 << 13)) * 5  # 37 rows: blocks of unequal size
+    target = rng.integers(0, x.shape[1], 37)
+    results = []
+    for blocks in (1, 3):
+        monkeypatch.setattr(threads, "loop_threads", lambda: blocks)
+        t = Tensor(x, requires_grad=True)
+        if loss == "log_softmax":
+            out = F.log_softmax(t, dim=1)
+            (out * Tensor(np.cos(x))).sum().backward()
+        elif loss == "cross_entropy":
+            out = F.cross_entropy(t, Tensor(target))
+            out.backward()
+        else:
+            out = F.nll_loss(F.log_softmax(t, dim=1), Tensor(target))
+            out.backward()
+        results.append((out.numpy(), t.grad.numpy()))
+    assert fused._wide(x, 1)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)  # the same arithmetic per row, whatever the blocks
+    np.testing.assert_allclose(F.log_softmax(Tensor(x), dim=1).numpy(), np_log_softmax(x), rtol=1e-12, atol=1e-12)

@@ -9,8 +9,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "tinygrad_seq"
 ROOT = PACKAGE.parent
 
 # Each layer may import its own modules and those of the layers before it.
-LAYERS = [["engine"], ["tensors"], ["capture"], ["autograd"], ["nn"], ["optim", "data", "io"],
-          ["distributed", "diagnostics", "threads", "utils"], ["__init__"]]
+LAYERS = [["engine", "threads"], ["tensors"], ["capture"], ["autograd"], ["nn"], ["optim", "data", "io"],
+          ["distributed", "diagnostics", "utils"], ["__init__"]]
 RANK = {name: k for k, names in enumerate(LAYERS) for name in names}
 
 

@@ -136,7 +136,9 @@ def test_adam_any_hyperparameters(cls, lr, beta1, beta2, eps, weight_decay, amsg
     np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
 
 
-@given(lr=st.floats(1e-4, 0.1), alpha=st.floats(0.0, 0.999), eps=st.sampled_from([1e-8, 1e-2]),
+# alpha = 0 or >= 0.01: with a tiny alpha > 0 the centered variance v - avg^2 rounds below zero (sqrt: NaN, in
+# PyTorch too), a property of the formula, not of the implementation
+@given(lr=st.floats(1e-4, 0.1), alpha=st.just(0.0) | st.floats(0.01, 0.999), eps=st.sampled_from([1e-8, 1e-2]),
        weight_decay=st.sampled_from([0.0, 0.1]), momentum=st.sampled_from([0.0, 0.9]), centered=st.booleans(),
        shape=shapes_st, steps=steps_st, seed=seeds_st)
 def test_rmsprop_any_hyperparameters(lr, alpha, eps, weight_decay, momentum, centered, shape, steps, seed):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import tinygrad_seq as tg
+from tinygrad_seq import threads
 
 ROOT = Path(__file__).resolve().parents[1]
 CHOICES = ("TINYGRAD_SEQ_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -64,3 +65,60 @@ def test_import_leaves_the_blas_threads_as_they_were():
 def test_the_users_environment_is_left_to_the_blas_library():
     assert threads_after_import(OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2") == (2, True)
     assert threads_after_import(OPENBLAS_NUM_THREADS="1") == (1, True)
+
+
+def test_the_threads_are_numpys_blas_not_another_librarys():
+    import numpy
+    blas = threads._numpy_blas()
+    if blas is None:
+        pytest.skip("NumPy has no threaded BLAS here")
+    site = os.path.dirname(os.path.dirname(numpy.__file__))
+    if not os.path.abspath(blas.filepath).startswith(os.path.join(site, "numpy")):
+        pytest.skip("NumPy uses a BLAS installed outside its wheel")
+    assert tg.get_num_threads() == blas.num_threads
+
+
+@needs_two_cores
+def test_blas_threads_is_scoped(restore_threads):
+    tg.set_num_threads(2)
+    with threads.blas_threads(1):
+        assert tg.get_num_threads() == 1
+    assert tg.get_num_threads() == 2
+
+
+def test_loop_threads_follow_set_num_threads_or_the_free_cores(restore_threads, monkeypatch):
+    cores = threads._cores()
+    monkeypatch.setattr(threads, "_chosen", None)
+    monkeypatch.setattr(threads, "_sample", (-1.0, 1))
+    assert 1 <= threads.loop_threads() <= cores
+    monkeypatch.setattr(threads, "_sample", (-1.0, 1))
+    monkeypatch.setattr(threads, "_other_runnable", lambda: 0)
+    assert threads.loop_threads() == cores
+    monkeypatch.setattr(threads, "_sample", (-1.0, 1))
+    monkeypatch.setattr(threads, "_other_runnable", lambda: cores + 3)
+    assert threads.loop_threads() == 1
+    tg.set_num_threads(1)
+    assert threads.loop_threads() == 1
+
+
+@needs_two_cores
+def test_a_loop_on_a_busy_machine_uses_the_free_cores_then_restores(restore_threads, monkeypatch):
+    tg.set_num_threads(2)
+    monkeypatch.setattr(threads, "_chosen", None)
+    monkeypatch.setattr(threads, "_sample", (-1.0, 1))
+    monkeypatch.setattr(threads, "_other_runnable", lambda: threads._cores() - 1)
+    with threads.for_loop():
+        assert tg.get_num_threads() == 1
+    assert tg.get_num_threads() == 2
+    monkeypatch.setattr(threads, "_sample", (-1.0, 1))
+    monkeypatch.setattr(threads, "_other_runnable", lambda: 0)
+    with threads.for_loop():  # idle: the BLAS is left as it is
+        assert tg.get_num_threads() == 2
+
+
+def test_a_captured_loop_leaves_the_blas_threads_as_they_were(restore_threads):
+    before = tg.get_num_threads()
+    lstm = tg.nn.LSTM(3, 4)
+    out, _ = lstm(tg.randn(6, 2, 3))
+    out.sum().backward()
+    assert tg.get_num_threads() == before

@@ -35,15 +35,20 @@ steps instead of T. `checkpoint="sqrt"` takes k = ceil(sqrt(T)).
 """
 import collections
 import contextlib
+import inspect
 import logging
 import math
+import os
+import sys
 import threading
+import warnings
 
+from . import threads
 from .engine import backend, ops
 from .engine.function import Function, ProductSum, TensorBase, accumulate, fit, modes, observed, walk
 from .engine.tensor import Tensor
 
-__all__ = ["counters", "disabled", "is_enabled", "set_enabled", "Loop", "check_checkpoint"]
+__all__ = ["counters", "disabled", "is_enabled", "set_enabled", "Loop", "check_checkpoint", "FallbackWarning"]
 
 counters = collections.Counter()  # "captured", and "fallback: <reason>" for each reason seen
 _log = logging.getLogger(__name__)
@@ -77,7 +82,11 @@ def disabled():
 
 
 class Fallback(Exception):
-    """The step cannot be replayed; the message says why."""
+    """The step cannot be replayed; the message says why and what to change."""
+
+
+class FallbackWarning(UserWarning):
+    """A loop the user's step keeps from being captured; Python shows it once per cause and call site."""
 
 
 def check_checkpoint(checkpoint):
@@ -131,13 +140,19 @@ class Recorder:
     reason = "inside a step being recorded"  # what an observer started inside a step makes it refuse
 
     def __init__(self, checkpoint):
-        self.checkpoint, self.steps, self.log, self.refused = checkpoint, [], None, None
+        self.checkpoint, self.steps, self.log, self.refused, self.made = checkpoint, [], None, None, set()
 
     def op(self, ctx, args, kwargs, result):
         self.log.append((ctx, args, kwargs, result))
+        self.made.update(map(id, result if type(result) is tuple else (result,)))
 
     def refuse(self, reason):
         self.refused = self.refused or reason
+
+    def read(self, tensor):
+        if id(tensor) in self.made:
+            self.refuse("the step reads the array of a tensor it computes, outside the ops (.array, .data, "
+                        "Tensor(t)); compute with tensor ops (comparisons, tg.where) instead")
 
     def rule(self, node, grads):
         pass
@@ -149,6 +164,7 @@ class Recorder:
             items = tuple(ops.Reshape.apply(s, shape=s.shape) for s in items)  # them also read from outside
             state = _rebuild(state, items)
         self.log, self.refused = [], None
+        self.made = {id(t) for t in (x_t,) + items}
         with observed(self):
             new = step(x_t, state, *constants)
         self.steps.append((self.log, self.refused, x_t, state, new))
@@ -161,10 +177,22 @@ class Recorder:
             run = _Run(*self.steps, valid, shortest, _segment(self.checkpoint, rest.shape[0]), type(rest.array))
         except Fallback as e:
             _fell_back(str(e), self.checkpoint)
+            warnings.warn(f"recurrent loop runs eagerly (slower): {e}", FallbackWarning, stacklevel=_callers_level())
             return None
         counters["captured"] += 1
         results = Loop.apply(rest, *outputs, *_items(state), *run.outside_tensors, run=run)
         return results[0], _rebuild(state, results[1:])
+
+
+def _callers_level():
+    """warnings.warn's stacklevel, from the function that calls this, of the first frame outside the package."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _segment(checkpoint, T):
@@ -191,15 +219,20 @@ class _Program:
         items, new_items = _items(state), _items(new)
         if len(new_items) != len(items) or isinstance(new, (tuple, list)) != isinstance(state, (tuple, list)) or \
                 not all(isinstance(t, Tensor) for t in new_items):
-            raise Fallback("the step returns a state of another structure than it takes")
+            raise Fallback("the step returns a state of another structure than it takes; return a tuple of as many "
+                           "tensors as the state it is given")
         self.n_state, self.values, self.kinds, self.ops, self.tensor_slot, self.array_slot = len(items), [], [], [], {}, {}
+        self.kept = []  # the arrays the step's contexts keep for backward
         for t in (x_t,) + items:
             self.tensor_slot[id(t)] = self._new("input", t)
         for ctx, args, kwargs, result in log:
             if getattr(ctx, "hooks", None):  # (a node off the tape has none)
-                raise Fallback("the step registers a hook or retain_grad on its tensors")
+                raise Fallback("the step registers a hook or retain_grad on its tensors; register hooks on the layer's "
+                               "outputs instead")
             if not ctx.forward_on_arrays:
-                raise Fallback(f"the step uses {ctx.name}, a PyTorch-style Function (its forward runs on Tensors)")
+                raise Fallback(f"the step uses {ctx.name}, a PyTorch-style Function (its forward runs on Tensors); "
+                               "write its forward and backward on arrays (README: writing a primitive)")
+            self.kept.extend(ctx.kept_arrays())
             op = _Op()
             op.cls, op.kwargs, op.needs = type(ctx), kwargs, ctx.needs_input_grad
             op.args = [self._slot(a, ctx.parents[j] is not None) for j, a in enumerate(args)]
@@ -229,7 +262,8 @@ class _Program:
             if slot is None:
                 slot = self.tensor_slot[id(arg)] = self._new("free", arg)
             return slot
-        return self._new("constant", arg)
+        slot = self.array_slot.get(id(arg)) if backend.is_array(arg) else None  # a step value's array, passed raw
+        return slot if slot is not None and self.kinds[slot] in ("input", "op") else self._new("constant", arg)
 
     def signature(self):
         """What must agree between the two recorded steps, besides the values of free tensors and constants
@@ -241,6 +275,18 @@ class _Program:
 def _shape(value):
     data = value.array if isinstance(value, Tensor) else value
     return (data.shape, data.dtype, backend.device_of(data)) if backend.is_array(data) else None
+
+
+def _arrays_differ(a, b):
+    """Whether two recorded values hold arrays (also inside tuples, lists, dicts) that are not the same
+    objects: an array made at each step may come from the step's data, whatever its values at two steps."""
+    if backend.is_array(a) or backend.is_array(b):
+        return a is not b
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return any(_arrays_differ(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return any(_arrays_differ(a[k], b.get(k)) for k in a)
+    return False
 
 
 def _same(a, b):
@@ -271,24 +317,36 @@ class _Run:
         p0, p1 = _Program(*first), _Program(*second)
         if p0.signature() != p1.signature():
             raise Fallback("the two recorded steps ran different programs (a Python branch or a changing op) "
-                           "or different shapes")
+                           "or different shapes; make every step run the same ops (tg.where instead of a Python if)")
         if p1.state_grads[0] != p1.state_grads[1]:
-            raise Fallback("which items of the state require grad changes from step to step")
+            raise Fallback("which items of the state require grad changes from step to step; give the initial "
+                           "state the same requires_grad as the state the step returns")
         for a, b in zip(p0.ops, p1.ops):
+            if _arrays_differ(a.kwargs, b.kwargs):
+                raise Fallback(f"{a.cls.__name__} gets an array option made at each step (an index or mask computed "
+                               "from the step's data outside the ops?); compute it with tensor ops, or make it once "
+                               "outside the step")
             if not _same(a.kwargs, b.kwargs):
-                raise Fallback(f"{a.cls.__name__} gets different options at different steps")
+                raise Fallback(f"{a.cls.__name__} gets different options at different steps; pass what changes per "
+                               "step in the step input")
         self.n_state, self.outputs, self.valid, self.shortest, self.every = p1.n_state, p1.outputs, valid, shortest, every
         kinds, static = list(p1.kinds), [k in ("free", "constant") for k in p1.kinds]
         for slot, kind in enumerate(p1.kinds):
             a, b = p0.values[slot], p1.values[slot]
+            if kind == "constant" and _arrays_differ(a, b):
+                raise Fallback("the step passes an op an array it makes at each step (an index or mask computed "
+                               "from its data outside the ops?); compute it with tensor ops, or make it once "
+                               "outside the step")
             if kind == "constant" and not _same(a, b):
                 raise Fallback("the step uses a number or array whose values change from step to step (a step "
-                               "counter, random or data-dependent)")
+                               "counter, random or data-dependent); pass per-step values in the step input and draw random "
+                               "masks once per sequence (in prepare_sequence)")
             if kind == "free" and a is not b:
                 if a.requires_grad or b.requires_grad or not _same(a, b):
-                    raise Fallback("the step reads a tensor whose values change from step to step: made inside "
-                                   "the step (random or data-dependent) or a different outside tensor at each step "
-                                   "(per-step data must come in as the step input)")
+                    raise Fallback("the step reads a tensor whose values change from step to step, made inside "
+                                   "the step (random or data-dependent) or a different outside tensor at each step; "
+                                   "pass per-step data in the step input and draw random masks once per sequence "
+                                   "(in prepare_sequence)")
                 kinds[slot] = "constant"
         self.step_ops = []
         for op in p1.ops:  # ops that read only static values ran once, at step 1: their results are outside values
@@ -304,7 +362,33 @@ class _Run:
             if k == "constant":
                 self.statics[s] = p1.values[s].array if isinstance(p1.values[s], Tensor) else p1.values[s]
         self.shapes = [_shape(v) for v in p1.values]
+        # Buffers: an op that can write into `out=` writes a result no context keeps (a temporary) into one
+        # buffer reused at every step, and the step's output into the loop's output array.
+        writers = {op.out: op for op in self.step_ops if op.n_out == 1 and _writes_out(op.cls)}
+        xp = backend.array_namespace(p1.values[0].array)
+        self.scratch = [s for s in writers if s not in self.outputs and
+                        not any(xp.may_share_memory(p1.values[s].array, kept) for kept in p1.kept)]
+        self.direct = self.outputs[0] if self.outputs[0] in writers else None
         self.source, self.forward_step, self.backward_step = _compile(self, array_type)
+
+    def buffers(self, xp):
+        """One step's temporaries, by slot (None where an op allocates its result)."""
+        buffers = [None] * len(self.shapes)
+        for s in self.scratch:
+            shape, dtype, _ = self.shapes[s]
+            buffers[s] = xp.empty(shape, dtype=dtype)
+        return buffers
+
+
+def _writes_out(cls):
+    """Whether the primitive's forward takes out= (NumPy's convention: write the result there)."""
+    known = _out_param.get(cls)
+    if known is None:
+        known = _out_param[cls] = "out" in inspect.signature(cls.forward).parameters
+    return known
+
+
+_out_param = {}
 
 
 def _compile(run, array_type):
@@ -325,7 +409,7 @@ def _compile(run, array_type):
             names[f"S{slot}"], names[f"D{slot}"] = run.shapes[slot][:2]
         structure.append((tuple(op.args), op.out, op.n_out, bool(op.kwargs), tuple(op.grad_args),
                           op.n_out == 1 and run.shapes[op.out][0] == ()))
-    key = (run.n_state, tuple(run.outputs), tuple(run.outside), tuple(structure))
+    key = (run.n_state, tuple(run.outputs), tuple(run.outside), tuple(structure), tuple(run.scratch), run.direct)
     compiled = _compiled.get(key)
     if compiled is None:
         source = _source(run, names)
@@ -344,8 +428,11 @@ _compiled = {}  # step structure -> (source, factory), for the 128 structures co
 def _source(run, names):
     """The factory's source: make(**names) returns the step's (forward, backward).
 
-    forward(x, state, statics) runs the step's ops on the input x and the state's arrays and
-    returns (contexts, new state arrays); backward(contexts, grads) takes the new state's
+    forward(x, state, statics, buffers, into) runs the step's ops on the input x and the state's
+    arrays and returns (contexts, new state arrays): an op whose result is a temporary (no context
+    keeps it; run.scratch) writes it into buffers[slot], reused at every step, and the op that makes
+    the new state's first item writes it into `into` (a row of the loop's output, or None to
+    allocate). backward(contexts, grads) takes the new state's
     gradients and returns those of x, of the state before the step and of the outside slots.
     Names in the generated code: v{s} is the array in slot s (v0 the input, v1..vS the state,
     others read from `statics`, the outside values and constants by slot); g{s} its gradient;
@@ -359,10 +446,12 @@ def _source(run, names):
     produced = {op.out + k for op in ops_ for k in range(op.n_out)}
     read = sorted({s for op in ops_ for s in op.args if s > S and s not in produced} |
                   {s for s in run.outputs if s > S and s not in produced})
-    lines = ["def forward(v0, state, statics):", f"    {''.join(f'v{k}, ' for k in range(1, S + 1))}= state",
-             *[f"    v{s} = statics[{s}]" for s in read]]
+    lines = ["def forward(v0, state, statics, buffers, into):",
+             f"    {''.join(f'v{k}, ' for k in range(1, S + 1))}= state", *[f"    v{s} = statics[{s}]" for s in read]]
+    scratch = set(run.scratch)
     for i, op in enumerate(ops_):
         args = ", ".join(f"v{s}" for s in op.args) + (f", **K{i}" if op.kwargs else "")
+        args += f", out=buffers[{op.out}]" if op.out in scratch else ", out=into" if op.out == run.direct else ""
         outs = "".join(f"v{op.out + k}, " for k in range(op.n_out)) if op.n_out > 1 else f"v{op.out}"
         lines += [f"    c{i} = C{i}.__new__(C{i}); c{i}.needs_input_grad = N{i}", f"    {outs} = c{i}.forward({args})"]
         if op.n_out == 1 and run.shapes[op.out][0] == ():  # NumPy makes scalars of 0-d results
@@ -422,14 +511,18 @@ class Loop(Function):
         out = backend.array_namespace(rest).empty((rest.shape[0] + 2,) + state[0].shape, dtype=state[0].dtype)
         out[0], out[1] = arrays[0], arrays[1]
         ctx.contexts, ctx.checkpoints = [None] * rest.shape[0], {}
-        for i in range(rest.shape[0]):
-            if every and i % every == 0:
-                ctx.checkpoints[i] = state
-            contexts, new = forward_step(rest[i], state, statics)
-            state = new if i + 2 < shortest else _select(run.valid[i + 2], new, state)
-            out[i + 2] = state[0]
-            if not every:
-                ctx.contexts[i] = contexts
+        buffers = run.buffers(backend.array_namespace(rest))
+        with threads.for_loop():
+            for i in range(rest.shape[0]):
+                if every and i % every == 0:
+                    ctx.checkpoints[i] = state
+                into = out[i + 2] if i + 2 < shortest else None  # (past a length the new state is selected)
+                contexts, new = forward_step(rest[i], state, statics, buffers, into)
+                state = new if into is not None else _select(run.valid[i + 2], new, state)
+                if state[0] is not into:
+                    out[i + 2] = state[0]
+                if not every:
+                    ctx.contexts[i] = contexts
         return (out,) + tuple(state)
 
     def kept_arrays(ctx):
@@ -449,30 +542,39 @@ class Loop(Function):
         S, needs = run.n_state, ctx.needs_input_grad
         dxs = backend.array_namespace(ctx.rest).empty_like(ctx.rest) if needs[0] else None  # every row is written
         g_state, summed, owned = list(g_state), [None] * len(run.outside), set()
-        every = run.every or n
-        for start in reversed(range(0, n, every)):
-            stop = min(start + every, n)
-            contexts = ctx.contexts[start:stop]
-            if run.every:  # recompute the segment's contexts from its checkpoint
-                state, contexts = ctx.checkpoints[start], []
-                for i in range(start, stop):
-                    step_contexts, new = run.forward_step(ctx.rest[i], state, ctx.statics)
-                    contexts.append(step_contexts)
-                    state = new if i + 2 < run.shortest else _select(run.valid[i + 2], new, state)
-            for i in reversed(range(start, stop)):
-                if g_out is not None:
-                    g_state[0] = g_out[i + 2] if g_state[0] is None else accumulate(g_state[0], g_out[i + 2], "out",
-                                                                                    set())
-                g_state = _backward_step(ctx, contexts[i - start], g_state, i, dxs, summed, owned)
-            if run.every:  # memory per segment: evaluate the lazy weight gradients now
-                for k, g in enumerate(summed):
-                    if type(g) is ProductSum:
-                        summed[k] = g.evaluate()
-                        owned.add(k)
+        with threads.for_loop():
+            g_state = _backward_steps(ctx, g_out, g_state, dxs, summed, owned)
         firsts = [None if g_out is None or not needs[1 + k] else g_out[k] for k in range(2)]
         states = [None if g is None or not need else (g.evaluate() if type(g) is ProductSum else g)
                   for g, need in zip(g_state, needs[3:3 + S])]
         return tuple([dxs] + firsts + states + [g if need else None for g, need in zip(summed, needs[3 + S:])])
+
+
+def _backward_steps(ctx, g_out, g_state, dxs, summed, owned):
+    """Every step's backward, last to first, segment by segment (a segment's contexts are recomputed
+    from its checkpoint when checkpointing); returns the gradient of the state after step 1."""
+    run, n = ctx.run, ctx.rest.shape[0]
+    every = run.every or n
+    buffers = run.buffers(backend.array_namespace(ctx.rest)) if run.every else None
+    for start in reversed(range(0, n, every)):
+        stop = min(start + every, n)
+        contexts = ctx.contexts[start:stop]
+        if run.every:  # recompute the segment's contexts from its checkpoint
+            state, contexts = ctx.checkpoints[start], []
+            for i in range(start, stop):
+                step_contexts, new = run.forward_step(ctx.rest[i], state, ctx.statics, buffers, None)
+                contexts.append(step_contexts)
+                state = new if i + 2 < run.shortest else _select(run.valid[i + 2], new, state)
+        for i in reversed(range(start, stop)):
+            if g_out is not None:
+                g_state[0] = g_out[i + 2] if g_state[0] is None else accumulate(g_state[0], g_out[i + 2], "out", set())
+            g_state = _backward_step(ctx, contexts[i - start], g_state, i, dxs, summed, owned)
+        if run.every:  # memory per segment: evaluate the lazy weight gradients now
+            for k, g in enumerate(summed):
+                if type(g) is ProductSum:
+                    summed[k] = g.evaluate()
+                    owned.add(k)
+    return g_state
 
 
 def _backward_step(ctx, contexts, g_state, i, dxs, summed, owned):

@@ -29,8 +29,10 @@ class _StateRecorder(Module):
     """Wraps a cell for the runner and keeps every step's new state (with retain_grad).
 
     It forwards `initial_state`, `prepare_sequence` and `step` to the cell, so the runner does
-    exactly what it does for the bare cell (hoisted input projections included).
+    exactly what it does for the bare cell (hoisted input projections included). It keeps every
+    step's state, so the loop runs eagerly (capturable = False).
     """
+    capturable = False
 
     def __init__(self, cell, component):
         self.cell, self.component, self.states = cell, component, []

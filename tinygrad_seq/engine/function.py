@@ -62,7 +62,8 @@ class enable_grad(GradMode):
 def observed(observer):
     """In the block, in this thread, observer.op(ctx, args, kwargs, result) follows each forward,
     observer.rule(node, grads) each rule the walk runs, observer.refuse(reason) what a recording
-    cannot replay (a host read, an in-place write). An observer already watching must refuse."""
+    cannot replay (a host read, an in-place write), observer.read(tensor) each read of a tensor's
+    array outside an op. An observer already watching must refuse."""
     previous = modes.observer
     if previous is not None:
         previous.refuse(observer.reason)
@@ -77,6 +78,13 @@ def refuse(reason):
     """Tell the observer, if any, that what runs now cannot be recorded (Tensor.numpy, in-place writes)."""
     if modes.observer is not None:
         modes.observer.refuse(reason)
+
+
+def reads(tensor):
+    """Tell the observer, if any, that `tensor`'s array is read outside an op (.array, .data, Tensor(t)):
+    values computed from it would be invisible to a recording."""
+    if modes.observer is not None:
+        modes.observer.read(tensor)
 
 
 # ---- the graph -----------------------------------------------------------------------------
@@ -117,7 +125,9 @@ class Function:
     """A differentiable primitive: forward on arrays and ONE derivative rule (ctx is the instance).
 
     forward(ctx, *arrays, **kwargs) gets backend arrays (other arguments as they are), returns
-    an array or a tuple, and keeps on ctx what backward needs. backward(ctx, *grads) gets one
+    an array or a tuple, and keeps on ctx what backward needs; a forward that also takes `out=` (an
+    array of the result's shape and dtype to write into, NumPy's convention) lets the captured loop
+    reuse one buffer for that result at every step. backward(ctx, *grads) gets one
     gradient per output (None where none came) and returns one per input (None where
     ctx.needs_input_grad[i] is false). It runs on arrays; under create_graph on Tensors, where
     each array kept on ctx that is an input or output of the op is that Tensor on the tape: a rule

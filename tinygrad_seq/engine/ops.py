@@ -43,25 +43,25 @@ def _all_present(grads):
 # ---- elementwise ---------------------------------------------------------------------
 
 class Add(Function):
-    def forward(ctx, a, b):
-        return a + b
+    def forward(ctx, a, b, out=None):
+        return a + b if out is None else array_namespace(out).add(a, b, out=out)
 
     def backward(ctx, g):
         return g, g
 
 
 class Sub(Function):
-    def forward(ctx, a, b):
-        return a - b
+    def forward(ctx, a, b, out=None):
+        return a - b if out is None else array_namespace(out).subtract(a, b, out=out)
 
     def backward(ctx, g):
         return g, (-g if ctx.needs_input_grad[1] else None)
 
 
 class Mul(Function):
-    def forward(ctx, a, b):
+    def forward(ctx, a, b, out=None):
         ctx.a, ctx.b = a, b
-        return a * b
+        return a * b if out is None else array_namespace(out).multiply(a, b, out=out)
 
     def backward(ctx, g):
         need_a, need_b = ctx.needs_input_grad
@@ -69,9 +69,9 @@ class Mul(Function):
 
 
 class Div(Function):
-    def forward(ctx, a, b):
+    def forward(ctx, a, b, out=None):
         ctx.a, ctx.b = a, b
-        return a / b
+        return a / b if out is None else array_namespace(out).divide(a, b, out=out)
 
     def backward(ctx, g):
         need_a, need_b = ctx.needs_input_grad
@@ -131,16 +131,16 @@ class Where(Function):
 
 
 class Neg(Function):
-    def forward(ctx, a):
-        return -a
+    def forward(ctx, a, out=None):
+        return -a if out is None else array_namespace(out).negative(a, out=out)
 
     def backward(ctx, g):
         return -g
 
 
 class Exp(Function):
-    def forward(ctx, a):
-        ctx.out = out = array_namespace(a).exp(a)
+    def forward(ctx, a, out=None):
+        ctx.out = out = array_namespace(a).exp(a, out=out)
         return out
 
     def backward(ctx, g):
@@ -148,17 +148,17 @@ class Exp(Function):
 
 
 class Log(Function):
-    def forward(ctx, a):
+    def forward(ctx, a, out=None):
         ctx.a = a
-        return array_namespace(a).log(a)
+        return array_namespace(a).log(a, out=out)
 
     def backward(ctx, g):
         return g / ctx.a
 
 
 class Tanh(Function):
-    def forward(ctx, a):
-        ctx.out = out = array_namespace(a).tanh(a)
+    def forward(ctx, a, out=None):
+        ctx.out = out = array_namespace(a).tanh(a, out=out)
         return out
 
     def backward(ctx, g):
@@ -170,8 +170,9 @@ class Tanh(Function):
 
 class Sigmoid(Function):
     """1 / (1 + exp(-x)) computed as tanh(x/2)/2 + 1/2: no overflow for any x."""
-    def forward(ctx, a):
-        out = array_namespace(a).tanh(a * 0.5)
+    def forward(ctx, a, out=None):
+        xp = array_namespace(a)
+        out = xp.tanh(a * 0.5 if out is None else xp.multiply(a, 0.5, out=out), out=out)
         out *= 0.5
         out += 0.5
         ctx.out = out
@@ -186,9 +187,9 @@ class Sigmoid(Function):
 
 
 class Relu(Function):
-    def forward(ctx, a):
+    def forward(ctx, a, out=None):
         ctx.a = a
-        return array_namespace(a).maximum(a, a.dtype.type(0))
+        return array_namespace(a).maximum(a, a.dtype.type(0), out=out)
 
     def backward(ctx, g):
         return g * (ctx.a > 0)
@@ -232,14 +233,14 @@ class Matmul(Function):
     """a @ b with NumPy's rules: 1-D operands, batched and broadcasting stacks."""
     lazy_grads = (1,)  # b's gradient may come back as a ProductSum
 
-    def forward(ctx, a, b):
+    def forward(ctx, a, b, out=None):
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {a.shape} and {b.shape}")
         k_a, k_b = a.shape[-1], b.shape[-2] if b.ndim > 1 else b.shape[0]
         if k_a != k_b:
             raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align ({k_a} != {k_b})")
         ctx.a, ctx.b = a, b
-        return a @ b
+        return a @ b if out is None else array_namespace(out).matmul(a, b, out=out)
 
     def backward(ctx, g):
         a, b = ctx.a, ctx.b
@@ -338,13 +339,14 @@ class Flip(Function):
 
 
 class GetItem(Function):
-    """a[index]: basic slicing, integer arrays (gather) and boolean masks. Its rule is Scatter."""
+    """a[index]: basic slicing, integer arrays (gather) and boolean masks. Its rule is Scatter. The index
+    comes as an argument (an array the captured loop can read at each step; it gets no gradient)."""
     def forward(ctx, a, index, advanced=False):
         ctx.shape, ctx.index, ctx.advanced = a.shape, index, advanced
         return a[index]
 
     def backward(ctx, g):
-        return Scatter.call(g, shape=ctx.shape, index=ctx.index, advanced=ctx.advanced)
+        return Scatter.call(g, shape=ctx.shape, index=ctx.index, advanced=ctx.advanced), None
 
 
 class Scatter(Function):
@@ -360,7 +362,7 @@ class Scatter(Function):
         return out
 
     def backward(ctx, g):
-        return GetItem.call(g, index=ctx.index, advanced=ctx.advanced)
+        return GetItem.call(g, ctx.index, advanced=ctx.advanced)
 
 
 class SetItem(Function):
@@ -377,7 +379,7 @@ class SetItem(Function):
     def backward(ctx, g):
         need_a, need_value = ctx.needs_input_grad
         ga = SetItem.call(g, g.dtype.type(0), index=ctx.index, advanced=ctx.advanced) if need_a else None
-        gv = GetItem.call(g, index=ctx.index, advanced=ctx.advanced) if need_value else None
+        gv = GetItem.call(g, ctx.index, advanced=ctx.advanced) if need_value else None
         if gv is not None and gv.ndim < ctx.value_ndim:  # a value with extra leading 1s fills a smaller region
             gv = gv.reshape((1,) * (ctx.value_ndim - gv.ndim) + gv.shape)
         return ga, gv

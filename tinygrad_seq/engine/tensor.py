@@ -43,6 +43,7 @@ class Tensor(TensorBase):
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
         if isinstance(data, Tensor):
+            function.reads(data)
             data = data._data
         if device is None:
             device = backend.device_of(data) if backend.is_array(data) else "cpu"
@@ -71,8 +72,12 @@ class Tensor(TensorBase):
             raise RuntimeError("requires_grad can only be switched off on a leaf tensor; use .detach()")
         self._requires_grad = bool(value)
 
-    array = property(lambda self: self._data, doc="The backend array (NumPy or CuPy) holding the values: shared, "
-                     "not a copy, and not recorded on the tape.")
+    @property
+    def array(self):
+        """The backend array (NumPy or CuPy) holding the values: shared, not a copy, and not recorded on the tape."""
+        if modes.observer is not None:
+            function.reads(self)
+        return self._data
     shape = property(lambda self: self._data.shape, doc="The shape, a tuple of ints.")
     ndim = property(lambda self: self._data.ndim, doc="The number of dimensions.")
     dtype = property(lambda self: self._data.dtype, doc="The element type (a NumPy dtype).")
@@ -83,7 +88,8 @@ class Tensor(TensorBase):
     # ---- host access -----------------------------------------------------------------
     def numpy(self):
         """A NumPy copy (or view, on the CPU) of the data, detached from the tape."""
-        function.refuse("the step reads a value to the host (.item(), .numpy(), bool(), ...)")
+        function.refuse("the step reads a value to the host (.item(), .numpy(), bool(), ...); keep the step on "
+                        "tensors (tg.where instead of a Python if on a value)")
         return backend.to_host(self._data)
 
     # ---- autograd --------------------------------------------------------------------

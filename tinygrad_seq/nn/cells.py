@@ -60,6 +60,8 @@ class RNNCellBase(Module):
         """Once per sequence x (T, B, I): every step's input projected by one matmul, and the constants each
         step reads (the recurrent weight transposed into a contiguous array: faster at small batches)."""
         T, B, I = x.shape
+        if T == 1:  # one step (a decoder fed token by token): as forward does it, no weight copied
+            return self.project(x[0]).reshape(1, B, -1), self.constants(self.weight_hh.T)
         return self.project(x.reshape(T * B, I)).reshape(T, B, -1), self.constants(self.weight_hh.T.contiguous())
 
     def project(self, x):
@@ -104,8 +106,10 @@ class LSTMCell(RNNCellBase):
 
     def prepare_sequence(self, x):
         """As for every cell, with the i, f and o rows of the projected inputs and of the recurrent weight
-        halved once here, so that step does not halve them at every time step."""
+        halved once here, so that step does not halve them at every time step (one step: it does)."""
         T, B, I = x.shape
+        if T == 1:
+            return super().prepare_sequence(x)
         scale, shift = _gate_scales(self.hidden_size, self.weight_hh.dtype, self.weight_hh.device)
         rows = scale.reshape((4 * self.hidden_size, 1))
         inputs = x.reshape(T * B, I) @ (self.weight_ih * rows).T
@@ -151,6 +155,8 @@ class ProjectedLSTMCell(LSTMCell):
         return zeros(batch_size, self.proj_size, dtype=w.dtype, device=w.device), super().initial_state(batch_size)[1]
 
     def prepare_sequence(self, x):
+        if x.shape[0] == 1:  # one step: prepared as forward does it, through constants()
+            return super().prepare_sequence(x)
         inputs, constants = super().prepare_sequence(x)
         return inputs, constants + (self.weight_hr.T.contiguous(),)
 

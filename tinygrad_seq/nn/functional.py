@@ -3,7 +3,7 @@ fused ones are one node each, tensors/fused.py), and the RNN/LSTM/GRU cells' ste
 Also importable as tinygrad_seq.functional."""
 import math
 
-from ..engine import backend
+from ..engine import backend, ops
 from ..engine.function import is_grad_enabled
 from ..tensors import Tensor, where
 from .cells import GRUCell, LSTMCell, RNNCell
@@ -205,13 +205,15 @@ def gelu(x, approximate="none"):
 
 def embedding(indices, weight, padding_idx=None):
     """Rows of `weight` gathered by integer `indices` (the backward scatter-adds into them)."""
-    idx = indices.array if isinstance(indices, Tensor) else backend.new_array(indices, None, weight.device)
+    # ._data, not .array: the index array itself goes into the op, where a captured loop tracks it as the step's
+    # value (the bounds check reads it too, at the recorded steps only)
+    idx = indices._data if isinstance(indices, Tensor) else backend.new_array(indices, None, weight.device)
     if not backend.is_integer(idx.dtype):
         raise TypeError(f"embedding: indices must be integers, got {idx.dtype}")
     n = weight.shape[0]
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise ValueError(f"embedding: indices must be in [0, {n}), got min {int(idx.min())}, max {int(idx.max())}")
-    out = weight[idx]
+    out = ops.GetItem.apply(weight, idx, advanced=True)  # the index positional: a captured loop reads it per step
     if padding_idx is not None and is_grad_enabled() and weight.requires_grad:
         out = where((idx != padding_idx)[..., None], out, out.detach())  # no gradient into the padding row
     return out

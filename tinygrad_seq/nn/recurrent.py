@@ -42,7 +42,9 @@ def run_direction(cell, x, state=None, lengths=None, capture=True, checkpoint=No
         xp = backend.namespace(x.device)
         valid = xp.arange(T)[:, None] < xp.asarray(lengths)[None, :]  # (T, B) booleans
         x = where(_rows(valid, x.ndim), x, 0)  # padding never reaches the cell, even inf or NaN
-    if hasattr(cell, "prepare_sequence"):
+    if hasattr(cell, "prepare_sequence") and checkpoint is not None and T > 2:
+        inputs, constants, step = x, (), functools.partial(_prepared_step, cell)  # O(sqrt T): no (T, B, G) projection
+    elif hasattr(cell, "prepare_sequence"):
         inputs, constants = cell.prepare_sequence(x)
         step = cell.step
     else:
@@ -52,19 +54,27 @@ def run_direction(cell, x, state=None, lengths=None, capture=True, checkpoint=No
     outputs = []
     if recorder is None:
         state = _steps(step, inputs.unbind(0), 0, state, constants, valid, shortest, outputs)
-        out = stack(outputs)
+        out = _stack(outputs)
     else:
         first, rest = inputs.split([2, T - 2])
         state = _steps(step, first.unbind(0), 0, state, constants, valid, shortest, outputs, recorder)
         captured = recorder.replay(rest, state, outputs, valid, shortest)  # steps 2..T-1 as one node
         if captured is None:  # the guard said no: on from step 2, op by op
             state = _steps(step, rest.unbind(0), 2, state, constants, valid, shortest, outputs)
-            out = stack(outputs)
+            out = _stack(outputs)
         else:
             out, state = captured
     if shortest < T:
         out = where(_rows(valid, out.ndim), out, 0.0)
     return out, state
+
+
+def _prepared_step(cell, x_t, state):
+    """One step that prepares its own input: what a checkpointed loop runs, so that each segment projects
+    its inputs when it runs (and again when it is recomputed). What the preparation reads only from
+    parameters (the transposed recurrent weight, summed biases) the captured loop computes once."""
+    inputs, constants = cell.prepare_sequence(x_t.unsqueeze(0))
+    return cell.step(inputs[0], state, *constants)
 
 
 def _steps(step, xs, t, state, constants, valid, shortest, outputs, recorder=None):
@@ -80,6 +90,11 @@ def _steps(step, xs, t, state, constants, valid, shortest, outputs, recorder=Non
         outputs.append(state[0] if isinstance(state, tuple) else state)
         t += 1
     return state
+
+
+def _stack(tensors):
+    """stack(tensors), or a view of the one tensor (a one-step call: a token fed to a decoder)."""
+    return stack(tensors) if len(tensors) > 1 else tensors[0].unsqueeze(0)
 
 
 def _reverse_index(lengths, T, device):
@@ -293,10 +308,10 @@ class RNNBase(Module):
         out, finals = run_layers(layers, x, states, lengths, self.dropout, self.training, self.capture, self.checkpoint)
         flat = [s for layer in finals for s in layer]
         if self.cell_type.state_items == 2:
-            h_n, c_n = stack([s[0] for s in flat]), stack([s[1] for s in flat])
+            h_n, c_n = _stack([s[0] for s in flat]), _stack([s[1] for s in flat])
             final = (h_n[:, 0], c_n[:, 0]) if unbatched else (h_n, c_n)
         else:
-            h_n = stack(flat)
+            h_n = _stack(flat)
             final = h_n[:, 0] if unbatched else h_n
         out = out[:, 0] if unbatched else repack(out) if packed else _layout(out, self.batch_first)
         return out, final

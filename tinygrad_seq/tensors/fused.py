@@ -6,6 +6,7 @@ output (the callers drop it); the softmax's own rule is softmax_rule.
 """
 import math
 
+from .. import threads
 from ..engine import backend, ops
 from ..engine.backend import array_namespace
 from ..engine.function import Function
@@ -14,16 +15,46 @@ EXP_FLOOR = {2: -8.0, 4: -40.0}  # by itemsize: exp below these is negligible ne
 
 
 def log_softmax(xp, a, axis):
-    """(log_softmax(a), softmax(a)) along `axis`: no overflow for any magnitude, no cancellation at |a| ~ 1e4."""
+    """(log_softmax(a), softmax(a)) along `axis`: no overflow for any magnitude, no cancellation at |a| ~ 1e4.
+    Wide rows (a language model's vocabulary) are split into row blocks computed on several cores."""
+    z, p = xp.empty_like(a), xp.empty_like(a)
+    if _wide(a, axis):
+        threads.in_row_blocks(lambda lo, hi: _log_softmax_into(xp, a[lo:hi], axis, z[lo:hi], p[lo:hi]), a.shape[0])
+    else:
+        _log_softmax_into(xp, a, axis, z, p)
+    return z, p
+
+
+def _log_softmax_into(xp, a, axis, z, p):
     m = a.max(axis=axis, keepdims=True)
-    z = a - xp.where(xp.isfinite(m), m, m.dtype.type(0))
+    xp.subtract(a, xp.where(xp.isfinite(m), m, m.dtype.type(0)), out=z)
     floor = z.dtype.type(EXP_FLOOR.get(z.dtype.itemsize, -200.0))
-    p = xp.maximum(z, floor, out=xp.empty_like(z))  # exp(z), clamped: exp(floor) is ~1e-18 of the row's 1 in
-    xp.exp(p, out=p)                                # float32 (1e-87 in float64), and nothing underflows
+    xp.maximum(z, floor, out=p)  # exp(z), clamped: exp(floor) is ~1e-18 of the row's 1 in float32 (1e-87 in
+    xp.exp(p, out=p)             # float64), and nothing underflows
     total = p.sum(axis=axis, keepdims=True)
     z -= xp.log(total)
     p /= total
-    return z, p
+
+
+def _wide(a, axis):
+    """Whether rows of `a` along the last axis are worth computing on several cores (host arrays)."""
+    return type(a) is backend.ndarray and a.ndim == 2 and axis in (1, -1) and a.size >= _WIDE
+
+
+_WIDE = 1 << 18  # elements: below this a ufunc call is too short to share
+
+
+def _rowwise(fn, axis, *arrays):
+    """fn(*arrays), computed in row blocks on several cores when they are wide host arrays reduced along
+    `axis` (a rule on Tensors, or on small arrays, runs as it is written)."""
+    if not _wide(arrays[0], axis):
+        return fn(*arrays)
+    out = backend.namespace("cpu").empty_like(arrays[0])
+
+    def block(lo, hi):
+        out[lo:hi] = fn(*[a[lo:hi] for a in arrays])
+    threads.in_row_blocks(block, out.shape[0])
+    return out
 
 
 class LogSoftmax(Function):
@@ -34,7 +65,9 @@ class LogSoftmax(Function):
         return out, ctx.p
 
     def backward(ctx, g, g_p):
-        grad = None if g is None else g - ctx.p * g.sum(axis=ctx.axis, keepdims=True)
+        axis = ctx.axis
+        grad = None if g is None else _rowwise(lambda g, p: g - p * g.sum(axis=axis, keepdims=True), axis, g,
+                                                 ctx.p)
         return grad if g_p is None else softmax_rule(ctx.p, g_p, ctx.axis, grad)
 
 
@@ -112,7 +145,7 @@ class CrossEntropy(Function):
                 grad = p * (a + b * (C if ctx.weight is None else ctx.weight.sum()))[:, None]
                 grad -= b[:, None] if ctx.weight is None else b[:, None] * ctx.weight
             else:
-                grad = p * a[:, None]
+                grad = _rowwise(lambda p, a: p * a[:, None], 1, p, a)
             grad[ctx.rows, ctx.cols] -= a
         return (grad if g_p is None else softmax_rule(p, g_p, 1, grad)), None, None
 

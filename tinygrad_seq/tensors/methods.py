@@ -24,6 +24,7 @@ class TensorMethods:
     def data(self):
         """The values as a new Tensor that shares this one's memory and is not on the tape (PyTorch's
         `.data`): `p.data.add_(g, alpha=-lr)` changes p. The backend array itself is `.array`."""
+        function.reads(self)
         return self._make(self._data, None, 0)
 
     @data.setter
@@ -99,7 +100,7 @@ class TensorMethods:
 
     def __getitem__(self, index):
         index, advanced = _index_arrays(index, self)
-        return ops.GetItem.apply(self, index=index, advanced=advanced)
+        return ops.GetItem.apply(self, index, advanced=advanced)
 
     def __setitem__(self, index, value):
         """self[index] = value (a Tensor, array or number, broadcast), in place, as in PyTorch: on the tape
@@ -122,7 +123,7 @@ class TensorMethods:
         detach()ed copies share, and function.mark_modified makes any node that kept it refuse to
         run backward.
         """
-        function.refuse("the step writes into a tensor in place")
+        function.refuse("the step writes into a tensor in place; use the out-of-place op (x = x * 2)")
         if function.is_grad_enabled() and (self._requires_grad or any(isinstance(o, EngineTensor) and o._requires_grad
                                                                        for o in others)):
             if self._node is None and self._requires_grad:
@@ -369,7 +370,7 @@ class TensorMethods:
         xp = backend.array_namespace(idx)
         grid = [xp.arange(n).reshape([n if k == j else 1 for k in range(idx.ndim)]) for j, n in enumerate(idx.shape)]
         grid[a] = idx
-        return ops.GetItem.apply(self, index=tuple(grid), advanced=True)
+        return ops.GetItem.apply(self, tuple(grid), advanced=True)
 
     def topk(self, k, dim=-1, largest=True, sorted=True):
         """The k largest (or smallest) elements along `dim` and their indices, as (values, indices).
