@@ -332,7 +332,7 @@ class TensorMethods:
 
     def abs(self):
         """Elementwise |x| (gradient sign(x), +1 at 0)."""
-        return ops.Where.apply(self._data >= 0, self, ops.Neg.apply(self))
+        return self.__abs__()
 
     def clip(self, min=None, max=None):
         """Elementwise clamp to [min, max] (either may be None); also called clamp."""
