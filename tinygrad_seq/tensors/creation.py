@@ -208,9 +208,8 @@ def stack(tensors, axis=0, *, dim=None):
 def where(condition, a, b):
     """Elementwise `a` where condition is true, else `b` (the condition gets no gradient)."""
     like = a if isinstance(a, Tensor) else b
-    if isinstance(condition, Tensor):
+    if isinstance(condition, Tensor):  # kept a Tensor: the op reads it, so a captured step replays the test
         same_device("where", like, condition) if isinstance(like, Tensor) else None
-        condition = condition._data
     elif not backend.is_array(condition):
         condition = backend.new_array(condition, backend.bool_, like.device if isinstance(like, Tensor) else "cpu")
     if condition.dtype != backend.bool_:
