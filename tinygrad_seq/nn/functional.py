@@ -463,8 +463,9 @@ def kl_div(input, target, reduction="mean", log_target=False):
     target = _target("kl_div", input, target)
     if log_target:
         loss = target.exp() * (target - input)
-    else:
-        loss = target * (where(target == 0, 1.0, target).log() - input)
+    else:  # 0 where target is 0, with gradient 0 there (PyTorch's xlogy and its masked rule)
+        present = target != 0
+        loss = where(present, target * (where(present, target, 1.0).log() - input), 0.0)
     if reduction == "batchmean":
         return loss.sum() * (1 / input.shape[0]) if input.ndim else loss.sum()
     return _reduce(loss, reduction, "kl_div")
