@@ -1079,7 +1079,8 @@ def _running_run(d, x, axis, keepdim):
 
 
 def _running_ref(x, axis, keepdim):
-    return np.cumsum(x, axis), np.cumprod(x, axis), np.prod(x, axis, keepdims=keepdim), np.prod(x), np.diff(x, axis=axis)
+    return (np.cumsum(x, axis), np.cumprod(x, axis), np.prod(x, axis, keepdims=keepdim), np.prod(x),
+            np.diff(x, axis=axis))
 
 
 def _running_vjp(gs, x, axis, keepdim):
@@ -1108,7 +1109,8 @@ def statistics_case(draw):
     rng = rng_from(draw)  # magnitudes distinct and never 0: no ties of |x|, no kinks
     x = (rng.permutation(int(np.prod(shape))) + 1.0).reshape(shape) * 0.25 * rng.choice([-1.0, 1.0], shape)
     return Case([x], axis=draw(axis_arg(len(shape)).filter(lambda a: a != ())), keepdim=draw(st.booleans()),
-                correction=draw(st.sampled_from([0, 1])), p=draw(st.sampled_from(["fro", 1, 3, 0.5, math.inf, -math.inf])))
+                correction=draw(st.sampled_from([0, 1])),
+                p=draw(st.sampled_from(["fro", 1, 3, 0.5, math.inf, -math.inf])))
 
 
 def _statistics_run(d, x, axis, keepdim, correction, p):
@@ -1195,7 +1197,8 @@ def _repeats_vjp(gs, x, axis, sizes, times, counts, shift):
     out = split.sum(tuple(range(0, 2 * len(sizes), 2))).reshape(x.shape) if g_tile.size else np.zeros(x.shape)
     for g, reps in ((g_times, np.full(x.shape[axis], times)), (g_counts, counts)):
         into = np.zeros(moved(x, axis).shape)
-        np.add.at(np.moveaxis(into, -1, 0), np.repeat(np.arange(x.shape[axis]), reps), np.moveaxis(moved(g, axis), -1, 0))
+        sources = np.repeat(np.arange(x.shape[axis]), reps)
+        np.add.at(np.moveaxis(into, -1, 0), sources, np.moveaxis(moved(g, axis), -1, 0))
         out = out + np.moveaxis(into, -1, axis)
     return (out + np.roll(g_roll, -shift, axis),)
 
@@ -1345,7 +1348,8 @@ def lerp_case(draw):
 
 
 op("lerp", lerp_case(), lambda d, a, b, w: a.lerp(b, w), lambda a, b, w: a + w * (b - a),
-   lambda g, a, b, w: (unbroadcast(g * (1 - w), a.shape), unbroadcast(g * w, b.shape), unbroadcast(g * (b - a), w.shape)))
+   lambda g, a, b, w: (unbroadcast(g * (1 - w), a.shape), unbroadcast(g * w, b.shape),
+                       unbroadcast(g * (b - a), w.shape)))
 
 
 # ---- more of PyTorch's surface: nn.functional --------------------------------------------
@@ -1426,7 +1430,8 @@ op("layer_norm", layer_norm_case(), lambda d, x, *wb, normalized: F.layer_norm(x
 def distances_case(draw):
     shape = draw(shapes(min_dims=1))
     x1 = floats_array(draw, shape, away_from_zero(0.5))  # x2 - x1 away from 0 too: the distance has a kink there
-    return Case([x1, x1 + floats_array(draw, shape, away_from_zero(0.5))], dim=draw(st.integers(-len(shape), len(shape) - 1)))
+    return Case([x1, x1 + floats_array(draw, shape, away_from_zero(0.5))],
+                dim=draw(st.integers(-len(shape), len(shape) - 1)))
 
 
 def _distances_ref(x1, x2, dim):
@@ -1525,7 +1530,8 @@ def _regression_vjp(gs, x, t, reduction, beta, delta, sign, margin):
     d = x - t
     w = [_reduce_weight(g, x.shape, reduction) for g in gs]
     gx = (w[0] * np.sign(d) + w[1] * np.where(np.abs(d) < beta, d / beta, np.sign(d))
-          + w[2] * np.where(np.abs(d) < delta, d, delta * np.sign(d)) + w[3] * np.where(-sign * d + margin > 0, -sign, 0))
+          + w[2] * np.where(np.abs(d) < delta, d, delta * np.sign(d))
+          + w[3] * np.where(-sign * d + margin > 0, -sign, 0))
     return gx, -gx
 
 

@@ -22,7 +22,8 @@ def _qualified(root, name):
     return name if root in ("", "Tensor") else f"{root}.{name}"
 
 
-MISSING = {group: [_qualified(root, n) for n in names if not _present(root, n)] for group, (root, names) in GROUPS.items()}
+MISSING = {group: [_qualified(root, n) for n in names if not _present(root, n)]
+           for group, (root, names) in GROUPS.items()}
 ALL_MISSING = [name for names in MISSING.values() for name in names]
 TOTAL = sum(len(names) for _, names in GROUPS.values())
 

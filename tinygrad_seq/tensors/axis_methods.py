@@ -292,7 +292,8 @@ class AxisMethods:
         parts = call("nonzero", self.reshape(1) if self.ndim == 0 else self)
         if as_tuple:
             return parts
-        return ops.Stack.apply(*parts, axis=1)[:, :self.ndim]
+        stacked = ops.Stack.apply(*parts, axis=1)
+        return stacked[:, :0] if self.ndim == 0 else stacked  # a 0-d tensor's positions have no coordinates
 
     def argwhere(self):
         return self.nonzero()

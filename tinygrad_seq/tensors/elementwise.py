@@ -11,7 +11,6 @@ import math
 import operator
 
 from ..engine import backend, function, ops
-from ..engine.tensor import Tensor as EngineTensor
 from ..engine.tensor import operand
 from . import fused
 from .methods import shape_arg
