@@ -6,6 +6,7 @@ import math
 from ..engine import backend, ops
 from ..engine.function import is_grad_enabled
 from ..tensors import Tensor, full, where
+from ..tensors.elementwise import call
 from ..tensors.functions import broadcast_tensors
 from .cells import GRUCell, LSTMCell, RNNCell
 from ..tensors.fused import CrossEntropy, Erf, NLLLoss
@@ -39,16 +40,21 @@ def softmin(x, axis=-1, *, dim=None, dtype=None):
     return softmax(-x, axis, dim=dim, dtype=dtype)
 
 
-def one_hot(target, num_classes, dtype=None):
-    """A (..., num_classes) float tensor with ones at the integer `target` positions (no gradient)."""
-    t = target.array if isinstance(target, Tensor) else backend.new_array(target, None, "cpu")
+def one_hot(target, num_classes=-1, dtype=None):
+    """A (..., num_classes) tensor with ones at the integer `target` positions: int64 as PyTorch's, or `dtype`
+    (num_classes=-1: one more than the largest target). No gradient."""
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    t = target.array
     if not backend.is_integer(t.dtype):
         raise TypeError(f"one_hot: target must be integer, got {t.dtype}")
-    xp = backend.array_namespace(t)
+    if num_classes == -1:
+        num_classes = int(t.max()) + 1 if t.size else 0
     if t.size and (int(t.min()) < 0 or int(t.max()) >= num_classes):
-        raise ValueError(f"one_hot: target values must be in [0, {num_classes}), got min {int(t.min())}, max {int(t.max())}")
-    eye = xp.eye(num_classes, dtype=backend.default_float if dtype is None else backend.dtype(dtype))
-    return Tensor._make(eye[t], None, 0)
+        raise ValueError(f"one_hot: target values must be in [0, {num_classes}), got min {int(t.min())}, "
+                         f"max {int(t.max())}")
+    dtype = backend.int64 if dtype is None else backend.dtype(dtype)
+    classes = Tensor._make(backend.array_namespace(t).arange(num_classes), None, 0)
+    return call("where", target.unsqueeze(-1) == classes, dtype.type(1), dtype.type(0))  # ops: a captured step replays them
 
 
 def _reduce(loss, reduction, op):
