@@ -980,6 +980,617 @@ op("embedding", embedding_case(), lambda d, w, i, padding_idx: F.embedding(i, w,
    fd_case=embedding_case(padding=False))  # the padding row changes the output but, by design, gets no gradient
 
 
+# ---- more of PyTorch's surface: families of elementwise ops, one row each ----------------
+# A family row runs every member on the same draw and returns their outputs as a tuple, so each
+# example checks them all; the vector-Jacobian product is the sum of the members' derivatives.
+
+def family(name, members, elements):
+    """members: (name, call on a Tensor, NumPy forward, NumPy derivative) of elementwise ops."""
+    op(name, unary_case(elements), lambda d, x: tuple(call(x) for _, call, _, _ in members),
+       lambda x: tuple(forward(x) for _, _, forward, _ in members),
+       lambda gs, x: (sum(g * derivative(x) for g, (_, _, _, derivative) in zip(gs, members)),))
+
+
+def half_steps(lo, hi):
+    """Values on the half-steps of a 0.25 grid in [lo, hi]: never 0, an integer or a multiple of 0.25."""
+    return lambda rng, shape: (rng.integers(int(lo * 4), int(hi * 4), shape) + 0.5) * 0.25
+
+
+def np_softplus(x):
+    return np.logaddexp(0, x)
+
+
+family("math_signed", [
+    ("sin", lambda x: x.sin(), np.sin, np.cos),
+    ("cos", lambda x: x.cos(), np.cos, lambda a: -np.sin(a)),
+    ("tan", lambda x: x.tan(), np.tan, lambda a: 1 / np.cos(a) ** 2),
+    ("atan", lambda x: x.atan(), np.arctan, lambda a: 1 / (1 + a * a)),
+    ("sinh", lambda x: x.sinh(), np.sinh, np.cosh),
+    ("cosh", lambda x: x.cosh(), np.cosh, np.sinh),
+    ("expm1", lambda x: x.expm1(), np.expm1, np.exp),
+    ("exp2", lambda x: x.exp2(), np.exp2, lambda a: np.exp2(a) * np.log(2)),
+    ("square", lambda x: x.square(), np.square, lambda a: 2 * a),
+    ("erfc", lambda x: x.erfc(), lambda a: 1 - np_erf(a), lambda a: -2 / math.sqrt(math.pi) * np.exp(-a * a)),
+], uniform(-1.2, 1.2))
+
+family("math_positive", [
+    ("log1p", lambda x: x.log1p(), np.log1p, lambda a: 1 / (1 + a)),
+    ("log2", lambda x: x.log2(), np.log2, lambda a: 1 / (a * np.log(2))),
+    ("log10", lambda x: x.log10(), np.log10, lambda a: 1 / (a * np.log(10))),
+    ("rsqrt", lambda x: x.rsqrt(), lambda a: a ** -0.5, lambda a: -0.5 * a ** -1.5),
+    ("reciprocal", lambda x: x.reciprocal(), np.reciprocal, lambda a: -1 / (a * a)),
+], POSITIVE)
+
+family("rounding", [  # away from integers and halves: the derivative is 0 (frac's is 1)
+    (name, lambda x, name=name: getattr(x, name)(), getattr(np, name), np.zeros_like)
+    for name in ("floor", "ceil", "round", "trunc", "sign")] + [
+    ("frac", lambda x: x.frac(), lambda a: a - np.trunc(a), np.ones_like),
+], lambda rng, shape: rng.integers(-3, 3, shape) + rng.choice([0.2, 0.3, 0.7, 0.8], shape))
+
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+family("activations", [  # on half-steps of a 0.25 grid: never at a kink (0, +-1, +-3, 6, 1.5)
+    ("leaky_relu", F.leaky_relu, lambda a: np.where(a > 0, a, 0.01 * a), lambda a: np.where(a > 0, 1, 0.01)),
+    ("elu", F.elu, lambda a: np.where(a > 0, a, np.expm1(a)), lambda a: np.where(a > 0, 1, np.exp(a))),
+    ("celu", lambda x: F.celu(x, 2.0), lambda a: np.where(a > 0, a, 2 * np.expm1(a / 2)),
+     lambda a: np.where(a > 0, 1, np.exp(a / 2))),
+    ("selu", F.selu, lambda a: SELU_SCALE * np.where(a > 0, a, SELU_ALPHA * np.expm1(a)),
+     lambda a: SELU_SCALE * np.where(a > 0, 1, SELU_ALPHA * np.exp(a))),
+    ("silu", F.silu, lambda a: a * np_sigmoid(a), lambda a: np_sigmoid(a) * (1 + a * (1 - np_sigmoid(a)))),
+    ("mish", F.mish, lambda a: a * np.tanh(np_softplus(a)),
+     lambda a: np.tanh(np_softplus(a)) + a * (1 - np.tanh(np_softplus(a)) ** 2) * np_sigmoid(a)),
+    ("softplus", F.softplus, np_softplus, np_sigmoid),
+    ("softplus_beta_threshold", lambda x: F.softplus(x, 2.0, 3.0),
+     lambda a: np.where(2 * a > 3, a, np_softplus(2 * a) / 2), lambda a: np.where(2 * a > 3, 1, np_sigmoid(2 * a))),
+    ("softsign", F.softsign, lambda a: a / (1 + np.abs(a)), lambda a: 1 / (1 + np.abs(a)) ** 2),
+    ("hardtanh", F.hardtanh, lambda a: np.clip(a, -1, 1), lambda a: (np.abs(a) < 1) * 1.0),
+    ("relu6", F.relu6, lambda a: np.clip(a, 0, 6), lambda a: ((a > 0) & (a < 6)) * 1.0),
+    ("hardsigmoid", F.hardsigmoid, lambda a: np.clip(a / 6 + 0.5, 0, 1), lambda a: (np.abs(a) < 3) / 6),
+    ("hardswish", F.hardswish, lambda a: a * np.clip(a / 6 + 0.5, 0, 1),
+     lambda a: np.where(a < -3, 0, np.where(a > 3, 1, a / 3 + 0.5))),
+    ("logsigmoid", F.logsigmoid, lambda a: -np_softplus(-a), lambda a: 1 - np_sigmoid(a)),
+    ("tanhshrink", F.tanhshrink, lambda a: a - np.tanh(a), lambda a: np.tanh(a) ** 2),
+], half_steps(-4, 4))
+
+
+# ---- more of PyTorch's surface: ops along axes --------------------------------------------
+
+def moved(a, axis):
+    return np.moveaxis(a, axis, -1)
+
+
+def excluding_each(x):
+    """(..., n, n): row i is x along the last axis with element i replaced by 1 (products without it)."""
+    out = np.repeat(x[..., None, :], x.shape[-1], axis=-2)
+    idx = np.arange(x.shape[-1])
+    out[..., idx, idx] = 1.0
+    return out
+
+
+@st.composite
+def running_case(draw):
+    shape = draw(shapes(min_dims=1))
+    return Case([floats_array(draw, shape, with_zeros(-2, 2))], axis=draw(st.integers(-len(shape), len(shape) - 1)),
+                keepdim=draw(st.booleans()))
+
+
+def _running_run(d, x, axis, keepdim):
+    return x.cumsum(axis), x.cumprod(dim=axis), x.prod(axis, keepdim), x.prod(), x.diff(dim=axis)
+
+
+def _running_ref(x, axis, keepdim):
+    return (np.cumsum(x, axis), np.cumprod(x, axis), np.prod(x, axis, keepdims=keepdim), np.prod(x),
+            np.diff(x, axis=axis))
+
+
+def _running_vjp(gs, x, axis, keepdim):
+    g_sum, g_cumprod, g_prod, g_all, g_diff = gs
+    xm = moved(x, axis)
+    others = excluding_each(xm)  # others[..., i, :] excludes element i
+    out = np.flip(np.cumsum(np.flip(moved(g_sum, axis), -1), -1), -1)
+    # d cumprod_j / d x_i = prod_{k <= j, k != i} x_k for j >= i
+    out += np.einsum("...j,...ij->...i", moved(g_cumprod, axis), np.triu(np.cumprod(others, -1)))
+    g_prod = g_prod if keepdim else np.expand_dims(g_prod, axis)
+    out += moved(g_prod, axis) * np.prod(others, -1)
+    flat_others = excluding_each(x.reshape(-1))
+    out += moved((g_all * np.prod(flat_others, -1)).reshape(x.shape), axis)
+    gd = moved(g_diff, axis)
+    zero = np.zeros(gd.shape[:-1] + (1,))
+    out += np.concatenate([zero, gd], -1) - np.concatenate([gd, zero], -1)
+    return (np.moveaxis(out, -1, axis),)
+
+
+op("running_sums_products_diff", running_case(), _running_run, _running_ref, _running_vjp)
+
+
+@st.composite
+def statistics_case(draw):
+    shape = draw(shapes(min_dims=1, min_side=2))
+    rng = rng_from(draw)  # magnitudes distinct and never 0: no ties of |x|, no kinks
+    x = (rng.permutation(int(np.prod(shape))) + 1.0).reshape(shape) * 0.25 * rng.choice([-1.0, 1.0], shape)
+    return Case([x], axis=draw(axis_arg(len(shape)).filter(lambda a: a != ())), keepdim=draw(st.booleans()),
+                correction=draw(st.sampled_from([0, 1])),
+                p=draw(st.sampled_from(["fro", 1, 3, 0.5, math.inf, -math.inf])))
+
+
+def _statistics_run(d, x, axis, keepdim, correction, p):
+    return x.var(axis, keepdim=keepdim, correction=correction), x.std(axis, bool(correction), keepdim), \
+        x.norm(p, axis, keepdim)
+
+
+def _np_norm(x, p, axis, keepdims):
+    a = np.abs(x)
+    if p == math.inf or p == -math.inf:
+        return (np.max if p > 0 else np.min)(a, axis, keepdims=keepdims)
+    p = 2 if p == "fro" else p
+    return (a ** p).sum(axis, keepdims=keepdims) ** (1 / p)
+
+
+def _statistics_ref(x, axis, keepdim, correction, p):
+    return (np.var(x, axis, ddof=correction, keepdims=keepdim), np.std(x, axis, ddof=correction, keepdims=keepdim),
+            _np_norm(x, p, axis, keepdim))
+
+
+def _statistics_vjp(gs, x, axis, keepdim, correction, p):
+    g_var, g_std, g_norm = (expand_reduced(g, x.shape, axis, keepdim) for g in gs)
+    n = int(np.prod([x.shape[a] for a in axes_of(axis, x.ndim)]))
+    centered = x - x.mean(axis, keepdims=True)
+    std = np.std(x, axis, ddof=correction, keepdims=True)
+    norm = _np_norm(x, p, axis, True)
+    if p in (math.inf, -math.inf):
+        d_norm = np.sign(x) * (np.abs(x) == norm)
+    else:
+        q = 2 if p == "fro" else p
+        d_norm = np.sign(x) * np.abs(x) ** (q - 1) / norm ** (q - 1)
+    return (g_var * 2 * centered / (n - correction) + g_std * centered / ((n - correction) * std) + g_norm * d_norm,)
+
+
+op("var_std_norm", statistics_case(), _statistics_run, _statistics_ref, _statistics_vjp)
+
+
+@st.composite
+def sort_case(draw):
+    shape = draw(shapes(min_dims=1))
+    x = distinct_values(draw, [int(np.prod(shape))])[0].reshape(shape)
+    return Case([x], axis=draw(st.integers(-len(shape), len(shape) - 1)), descending=draw(st.booleans()))
+
+
+def _sort_order(x, axis, descending):
+    return np.flip(np.argsort(x, axis), axis) if descending else np.argsort(x, axis)
+
+
+def _sort_vjp(g, x, axis, descending):
+    out = np.zeros(x.shape)
+    np.put_along_axis(out, _sort_order(x, axis, descending), g, axis)
+    return (out,)
+
+
+op("sort", sort_case(), lambda d, x, axis, descending: x.sort(axis, descending).values,
+   lambda x, axis, descending: np.take_along_axis(x, _sort_order(x, axis, descending), axis), _sort_vjp)
+
+
+@st.composite
+def repeats_case(draw):
+    shape = draw(shapes(min_dims=1, max_dims=2))
+    axis = draw(st.integers(-len(shape), len(shape) - 1))
+    n = shape[axis]
+    return Case([floats_array(draw, shape)], axis=axis,
+                sizes=tuple(draw(st.lists(st.integers(0, 2), min_size=len(shape), max_size=len(shape) + 1))),
+                times=draw(st.integers(0, 3)), counts=int_array(draw, (n,), 0, 3),
+                shift=draw(st.integers(-4, 4)))
+
+
+def _repeats_run(d, x, axis, sizes, times, counts, shift):
+    return (x.repeat(*sizes), x.repeat_interleave(times, dim=axis),
+            x.repeat_interleave(tg.Tensor(counts, device=d), dim=axis), x.roll(shift, axis))
+
+
+def _repeats_ref(x, axis, sizes, times, counts, shift):
+    return np.tile(x, sizes), np.repeat(x, times, axis), np.repeat(x, counts, axis), np.roll(x, shift, axis)
+
+
+def _repeats_vjp(gs, x, axis, sizes, times, counts, shift):
+    g_tile, g_times, g_counts, g_roll = gs
+    lead = len(sizes) - x.ndim
+    shape = (1,) * lead + x.shape
+    split = g_tile.reshape([n for r, s in zip(sizes, shape) for n in (r, s)])
+    out = split.sum(tuple(range(0, 2 * len(sizes), 2))).reshape(x.shape) if g_tile.size else np.zeros(x.shape)
+    for g, reps in ((g_times, np.full(x.shape[axis], times)), (g_counts, counts)):
+        into = np.zeros(moved(x, axis).shape)
+        sources = np.repeat(np.arange(x.shape[axis]), reps)
+        np.add.at(np.moveaxis(into, -1, 0), sources, np.moveaxis(moved(g, axis), -1, 0))
+        out = out + np.moveaxis(into, -1, axis)
+    return (out + np.roll(g_roll, -shift, axis),)
+
+
+op("repeat_repeat_interleave_roll", repeats_case(), _repeats_run, _repeats_ref, _repeats_vjp)
+
+
+@st.composite
+def selection_case(draw):
+    shape = draw(shapes(min_dims=1))
+    axis = draw(st.integers(-len(shape), len(shape) - 1))
+    n, size = shape[axis], int(np.prod(shape))
+    k = draw(st.integers(1, len(shape)))
+    return Case([floats_array(draw, shape)], axis=axis, index=int_array(draw, (draw(st.integers(0, 4)),), 0, n - 1),
+                mask=bool_array(draw, shape[k:]), flat=int_array(draw, draw(shapes(max_dims=2)), 0, size - 1),
+                at=draw(st.integers(-n, n - 1)))
+
+
+def _selection_run(d, x, axis, index, mask, flat, at):
+    return (x.index_select(axis, tg.Tensor(index, device=d)), x.masked_select(tg.Tensor(mask, device=d)),
+            x.take(tg.Tensor(flat, device=d)), x.select(axis, at))
+
+
+def _selection_ref(x, axis, index, mask, flat, at):
+    return np.take(x, index, axis), x[np.broadcast_to(mask, x.shape)], x.reshape(-1)[flat], np.take(x, at, axis)
+
+
+def _selection_vjp(gs, x, axis, index, mask, flat, at):
+    g_index, g_mask, g_flat, g_at = gs
+    out = np.zeros(x.shape)
+    np.add.at(np.moveaxis(out, axis, 0), index, np.moveaxis(g_index, axis, 0))
+    out[np.broadcast_to(mask, x.shape)] += g_mask
+    np.add.at(out.reshape(-1), flat, g_flat)
+    np.moveaxis(out, axis, 0)[at] += g_at
+    return (out,)
+
+
+op("index_select_masked_select_take_select", selection_case(), _selection_run, _selection_ref, _selection_vjp)
+
+
+@st.composite
+def scatter_case(draw):
+    """x (n, m), index and src of shape (k, m') along dim 0 or (n', k) along dim 1; scatter's index never
+    repeats along its dim (an overwritten write has no gradient), scatter_add's may."""
+    n, m = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dim = draw(st.integers(0, 1))
+    rng = rng_from(draw)
+    size = (n, m)[dim]
+    k, other = draw(st.integers(0, size)), draw(st.integers(1, (m, n)[dim]))
+    unique = np.stack([rng.permutation(size)[:k] for _ in range(other)], axis=1 - dim)
+    index_shape = unique.shape
+    return Case([floats_array(draw, (n, m)), floats_array(draw, index_shape), floats_array(draw, index_shape)],
+                dim=dim, unique=unique, repeated=int_array(draw, index_shape, 0, size - 1))
+
+
+def _grid(index, dim):
+    grid = list(np.indices(index.shape))
+    grid[dim] = index
+    return tuple(grid)
+
+
+def _scatter_run(d, x, src, other, dim, unique, repeated):
+    return (x.scatter(dim, tg.Tensor(unique, device=d), src), x.scatter_add(dim, tg.Tensor(repeated, device=d), other))
+
+
+def _scatter_ref(x, src, other, dim, unique, repeated):
+    written = x.copy()
+    written[_grid(unique, dim)] = src
+    added = x.copy()
+    np.add.at(added, _grid(repeated, dim), other)
+    return written, added
+
+
+def _scatter_vjp(gs, x, src, other, dim, unique, repeated):
+    g_written, g_added = gs
+    gx = g_written.copy()
+    gx[_grid(unique, dim)] = 0
+    return gx + g_added, g_written[_grid(unique, dim)], g_added[_grid(repeated, dim)]
+
+
+op("scatter_scatter_add", scatter_case(), _scatter_run, _scatter_ref, _scatter_vjp)
+
+
+@st.composite
+def triangle_case(draw):
+    shape = draw(shapes(min_dims=2, max_dims=3))
+    ndim = len(shape)
+    dim1 = draw(st.integers(-ndim, ndim - 1))
+    dim2 = draw(st.integers(-ndim, ndim - 1).filter(lambda b: b % ndim != dim1 % ndim))
+    return Case([floats_array(draw, shape)], k=draw(st.integers(-3, 3)), dim1=dim1, dim2=dim2)
+
+
+def _triangle_run(d, x, k, dim1, dim2):
+    flat = x.reshape(-1)
+    return x.tril(k), x.triu(k), x.diagonal(k, dim1, dim2), flat.diag(k), x[0].diag(k), \
+        (x[0] if x.ndim == 3 else x).trace()
+
+
+def _triangle_ref(x, k, dim1, dim2):
+    matrix = x[0] if x.ndim == 3 else x
+    return (np.tril(x, k), np.triu(x, k), np.diagonal(x, k, dim1, dim2), np.diag(x.reshape(-1), k),
+            np.diag(x[0], k), np.trace(matrix))
+
+
+def _add_to_diagonal(m, g, k):
+    """m[..., i + max(-k, 0), i + max(k, 0)] += g[..., i] (the k-th diagonal of the last two axes)."""
+    steps = np.arange(g.shape[-1])
+    m[..., steps + max(-k, 0), steps + max(k, 0)] += g
+
+
+def _triangle_vjp(gs, x, k, dim1, dim2):
+    g_tril, g_triu, g_diagonal, g_flat, g_vector, g_trace = gs
+    out = np.tril(g_tril, k) + np.triu(g_triu, k)
+    _add_to_diagonal(np.moveaxis(out, (dim1 % x.ndim, dim2 % x.ndim), (-2, -1)), g_diagonal, k)  # (a view of out)
+    out += np.diagonal(g_flat, k).reshape(x.shape)
+    if x.ndim == 2:  # diag of the vector x[0] is a matrix
+        out[0] += np.diagonal(g_vector, k)
+        _add_to_diagonal(out, np.full(min(x.shape), g_trace), 0)
+    else:  # diag of the matrix x[0] is a vector
+        _add_to_diagonal(out[0], g_vector, k)
+        _add_to_diagonal(out[0], np.full(min(x.shape[1:]), g_trace), 0)
+    return (out,)
+
+
+op("tril_triu_diagonal_diag_trace", triangle_case(), _triangle_run, _triangle_ref, _triangle_vjp)
+
+
+@st.composite
+def nan_to_num_case(draw):
+    shape = draw(shapes())
+    rng = rng_from(draw)
+    x = np.where(rng.random(shape) < 0.3, rng.choice([np.nan, np.inf, -np.inf], shape), rng.uniform(-2, 2, shape))
+    return Case([x])
+
+
+op("nan_to_num", nan_to_num_case(),  # (the defaults for infinities depend on the dtype: test_tensor_surface.py)
+   lambda d, x: (x.nan_to_num(posinf=7.0, neginf=-7.0), x.nan_to_num(1.5, 9.0, -9.0)),
+   lambda x: (np.nan_to_num(x, posinf=7.0, neginf=-7.0), np.nan_to_num(x, nan=1.5, posinf=9.0, neginf=-9.0)),
+   lambda gs, x: ((gs[0] + gs[1]) * np.isfinite(x),),
+   fd_case=unary_case())  # finite differences cannot step from inf or NaN
+
+
+@st.composite
+def lerp_case(draw):
+    sa, sb, sw = draw(broadcast_shapes(3)).input_shapes
+    return Case([floats_array(draw, sa), floats_array(draw, sb), floats_array(draw, sw)])
+
+
+op("lerp", lerp_case(), lambda d, a, b, w: a.lerp(b, w), lambda a, b, w: a + w * (b - a),
+   lambda g, a, b, w: (unbroadcast(g * (1 - w), a.shape), unbroadcast(g * w, b.shape),
+                       unbroadcast(g * (b - a), w.shape)))
+
+
+# ---- more of PyTorch's surface: nn.functional --------------------------------------------
+
+@st.composite
+def glu_case(draw):
+    shape = list(draw(shapes(min_dims=1)))
+    dim = draw(st.integers(-len(shape), len(shape) - 1))
+    shape[dim] *= 2
+    return Case([floats_array(draw, tuple(shape))], dim=dim)
+
+
+def _glu_vjp(g, x, dim):
+    a, b = np.split(x, 2, dim)
+    return (np.concatenate([g * np_sigmoid(b), g * a * np_sigmoid(b) * (1 - np_sigmoid(b))], dim),)
+
+
+op("glu", glu_case(), lambda d, x, dim: F.glu(x, dim),
+   lambda x, dim: np.split(x, 2, dim)[0] * np_sigmoid(np.split(x, 2, dim)[1]), _glu_vjp)
+
+
+@st.composite
+def prelu_case(draw):
+    shape = draw(shapes(min_dims=2))
+    weight = floats_array(draw, (draw(st.sampled_from([1, shape[1]])),), uniform(0.1, 0.5))
+    return Case([floats_array(draw, shape, away_from_zero()), weight])
+
+
+def _prelu_parts(x, w):
+    return w.reshape((-1,) + (1,) * (x.ndim - 2)) if w.size > 1 else w.reshape(())
+
+
+def _prelu_vjp(g, x, w):
+    wb = _prelu_parts(x, w)
+    gw = np.where(x > 0, 0.0, g * x)
+    gw = gw.sum(tuple(k for k in range(x.ndim) if k != 1)) if w.size > 1 else gw.sum().reshape(1)
+    return np.where(x > 0, g, g * wb), gw
+
+
+op("prelu", prelu_case(), lambda d, x, w: F.prelu(x, w),
+   lambda x, w: np.where(x > 0, x, x * _prelu_parts(x, w)), _prelu_vjp)
+
+
+@st.composite
+def layer_norm_case(draw):
+    shape = draw(shapes(min_dims=1, min_side=2))
+    normalized = shape[len(shape) - draw(st.integers(1, min(2, len(shape)))):]
+    affine = draw(st.booleans())
+    inputs = [floats_array(draw, shape)] + ([floats_array(draw, normalized), floats_array(draw, normalized)]
+                                            if affine else [])
+    return Case(inputs, normalized=normalized)
+
+
+def _layer_norm_parts(x, normalized):
+    axes = tuple(range(x.ndim - len(normalized), x.ndim))
+    sigma = np.sqrt(x.var(axes, keepdims=True) + 1e-5)
+    return axes, (x - x.mean(axes, keepdims=True)) / sigma, sigma
+
+
+def _layer_norm_ref(x, w=None, b=None, *, normalized):
+    _, xhat, _ = _layer_norm_parts(x, normalized)
+    return xhat if w is None else xhat * w + b
+
+
+def _layer_norm_vjp(g, x, w=None, b=None, *, normalized):
+    axes, xhat, sigma = _layer_norm_parts(x, normalized)
+    gy = g if w is None else g * w
+    gx = (gy - gy.mean(axes, keepdims=True) - xhat * (gy * xhat).mean(axes, keepdims=True)) / sigma
+    batch = tuple(range(x.ndim - len(normalized)))
+    return (gx,) if w is None else (gx, (g * xhat).sum(batch), g.sum(batch))
+
+
+op("layer_norm", layer_norm_case(), lambda d, x, *wb, normalized: F.layer_norm(x, normalized, *wb),
+   _layer_norm_ref, _layer_norm_vjp)
+
+
+@st.composite
+def distances_case(draw):
+    shape = draw(shapes(min_dims=1))
+    x1 = floats_array(draw, shape, away_from_zero(0.5))  # x2 - x1 away from 0 too: the distance has a kink there
+    return Case([x1, x1 + floats_array(draw, shape, away_from_zero(0.5))],
+                dim=draw(st.integers(-len(shape), len(shape) - 1)))
+
+
+def _distances_ref(x1, x2, dim):
+    n1, n2 = (np.sqrt((v * v).sum(dim, keepdims=True)) for v in (x1, x2))
+    diff = x1 - x2 + 1e-6
+    return x1 / n1, ((x1 / n1) * (x2 / n2)).sum(dim), np.sqrt((diff * diff).sum(-1))
+
+
+def _distances_vjp(gs, x1, x2, dim):
+    g_normal, g_cosine, g_distance = gs
+    n1, n2 = (np.sqrt((v * v).sum(dim, keepdims=True)) for v in (x1, x2))
+    gx1 = g_normal / n1 - x1 * (x1 * g_normal).sum(dim, keepdims=True) / n1 ** 3
+    cos = (x1 * x2).sum(dim, keepdims=True) / (n1 * n2)
+    gc = np.expand_dims(g_cosine, dim)
+    gx1 = gx1 + gc * (x2 / (n1 * n2) - cos * x1 / n1 ** 2)
+    gx2 = gc * (x1 / (n1 * n2) - cos * x2 / n2 ** 2)
+    diff = x1 - x2 + 1e-6
+    gd = np.expand_dims(g_distance, -1) * diff / np.sqrt((diff * diff).sum(-1, keepdims=True))
+    return gx1 + gd, gx2 - gd
+
+
+op("normalize_cosine_similarity_pairwise_distance", distances_case(),
+   lambda d, x1, x2, dim: (F.normalize(x1, dim=dim), F.cosine_similarity(x1, x2, dim), F.pairwise_distance(x1, x2)),
+   _distances_ref, _distances_vjp)
+
+
+NUMPY_PAD_MODE = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+@st.composite
+def pad_case(draw):
+    shape = draw(shapes(min_dims=1, min_side=2))
+    mode = draw(st.sampled_from(sorted(NUMPY_PAD_MODE)))
+    padded = draw(st.integers(1, min(2, len(shape))))
+    low = -1 if mode == "constant" else 0
+    widths = []
+    for n in reversed(shape[len(shape) - padded:]):  # PyTorch's order: the last axis first
+        top = n - 1 if mode == "reflect" else n
+        widths += [draw(st.integers(low, top)), draw(st.integers(low, top))]
+    return Case([floats_array(draw, shape)], pad=tuple(widths), mode=mode,
+                value=draw(st.sampled_from([None, 2.5])) if mode == "constant" else None)
+
+
+def _pad_axes(x, pad):
+    """[(axis, before, after)] in NumPy's order."""
+    return [(x.ndim - 1 - k, pad[2 * k], pad[2 * k + 1]) for k in range(len(pad) // 2)]
+
+
+def _pad_ref(x, pad, mode, value):
+    for axis, lo, hi in _pad_axes(x, pad):  # crop negative widths, then pad
+        x = np.take(x, np.arange(max(-lo, 0), x.shape[axis] - max(-hi, 0)), axis)
+    widths = [(0, 0)] * x.ndim
+    for axis, lo, hi in _pad_axes(x, pad):
+        widths[axis] = (max(lo, 0), max(hi, 0))
+    extra = dict(constant_values=value or 0) if mode == "constant" else {}
+    return np.pad(x, widths, NUMPY_PAD_MODE[mode], **extra)
+
+
+def _pad_vjp(g, x, pad, mode, value):
+    source = np.arange(x.size, dtype=float).reshape(x.shape)  # which input element each output element copies
+    taken = _pad_ref(source, pad, mode, -1.0)
+    out = np.zeros(x.size)
+    np.add.at(out, taken[taken >= 0].astype(int), g[taken >= 0])
+    return (out.reshape(x.shape),)
+
+
+op("pad", pad_case(), lambda d, x, pad, mode, value: F.pad(x, pad, mode, value), _pad_ref, _pad_vjp)
+
+
+# ---- more of PyTorch's surface: losses ------------------------------------------------------
+
+@st.composite
+def regression_case(draw):
+    """input = target + d with d on half-steps of a 0.25 grid and beta, delta, margin on whole steps: no kinks."""
+    shape = draw(shapes())
+    target = floats_array(draw, shape)
+    return Case([target + half_steps(-3, 3)(rng_from(draw), shape), target],
+                reduction=draw(st.sampled_from(["mean", "sum", "none"])), beta=draw(st.sampled_from([0.5, 1.0, 1.5])),
+                delta=draw(st.sampled_from([0.5, 1.0, 2.0])), sign=rng_from(draw).choice([-1.0, 1.0], shape),
+                margin=draw(st.sampled_from([0.0, 0.5])))
+
+
+def _regression_run(d, x, t, reduction, beta, delta, sign, margin):
+    return (F.l1_loss(x, t, reduction), F.smooth_l1_loss(x, t, reduction, beta), F.huber_loss(x, t, reduction, delta),
+            F.margin_ranking_loss(x, t, tg.Tensor(sign, dtype=x.dtype, device=d), margin, reduction))
+
+
+def _regression_ref(x, t, reduction, beta, delta, sign, margin):
+    a = np.abs(x - t)
+    return (_reduce_ref(a, reduction), _reduce_ref(np.where(a < beta, 0.5 * a * a / beta, a - 0.5 * beta), reduction),
+            _reduce_ref(np.where(a < delta, 0.5 * a * a, delta * (a - 0.5 * delta)), reduction),
+            _reduce_ref(np.maximum(-sign.astype(x.dtype) * (x - t) + margin, 0), reduction))
+
+
+def _regression_vjp(gs, x, t, reduction, beta, delta, sign, margin):
+    d = x - t
+    w = [_reduce_weight(g, x.shape, reduction) for g in gs]
+    gx = (w[0] * np.sign(d) + w[1] * np.where(np.abs(d) < beta, d / beta, np.sign(d))
+          + w[2] * np.where(np.abs(d) < delta, d, delta * np.sign(d))
+          + w[3] * np.where(-sign * d + margin > 0, -sign, 0))
+    return gx, -gx
+
+
+op("l1_smooth_l1_huber_margin_ranking_losses", regression_case(), _regression_run, _regression_ref, _regression_vjp)
+
+
+@st.composite
+def kl_div_case(draw, zeros=True):
+    shape = draw(shapes(min_dims=1))
+    rng = rng_from(draw)
+    target = rng.uniform(0.1, 1.0, shape)
+    log_target = draw(st.booleans())
+    if zeros and not log_target:
+        target = np.where(rng.random(shape) < 0.3, 0.0, target)
+    return Case([floats_array(draw, shape), np.log(target) if log_target else target], log_target=log_target,
+                reduction=draw(st.sampled_from(["mean", "sum", "none", "batchmean"])))
+
+
+def _kl_reduce(loss, reduction):
+    return loss.sum() / loss.shape[0] if reduction == "batchmean" else _reduce_ref(loss, reduction)
+
+
+def _kl_ref(x, t, log_target, reduction):
+    if log_target:
+        return _kl_reduce(np.exp(t) * (t - x), reduction)
+    return _kl_reduce(np.where(t > 0, t * (np.log(np.where(t > 0, t, 1.0)) - x), 0.0), reduction)
+
+
+def _kl_vjp(g, x, t, log_target, reduction):
+    w = np.broadcast_to(g, x.shape) / x.shape[0] if reduction == "batchmean" else _reduce_weight(g, x.shape, reduction)
+    if log_target:
+        return -np.exp(t) * w, np.exp(t) * (t - x + 1) * w
+    return -t * w, np.where(t > 0, np.log(np.where(t > 0, t, 1.0)) + 1 - x, 0.0) * w
+
+
+op("kl_div", kl_div_case(), lambda d, x, t, log_target, reduction: F.kl_div(x, t, reduction, log_target),
+   _kl_ref, _kl_vjp, fd_case=kl_div_case(zeros=False))  # a target of 0 has a one-sided derivative
+
+
+@st.composite
+def bce_case(draw):
+    shape = draw(shapes())
+    weight = floats_array(draw, shape[draw(st.integers(0, len(shape))):], POSITIVE) if draw(st.booleans()) else None
+    return Case([floats_array(draw, shape, uniform(0.05, 0.95)), floats_array(draw, shape, uniform(0, 1))],
+                weight=weight, reduction=draw(st.sampled_from(["mean", "sum", "none"])))
+
+
+def _bce_vjp(g, p, t, weight, reduction):
+    w = (1.0 if weight is None else weight) * _reduce_weight(g, p.shape, reduction)
+    return w * (p - t) / (p * (1 - p)), w * (np.log(1 - p) - np.log(p))
+
+
+op("binary_cross_entropy", bce_case(),
+   lambda d, p, t, weight, reduction: F.binary_cross_entropy(
+       p, t, None if weight is None else tg.Tensor(weight, device=d), reduction),
+   lambda p, t, weight, reduction: _reduce_ref(-(1.0 if weight is None else weight.astype(p.dtype)) * (
+       t * np.log(p) + (1 - t) * np.log(1 - p)), reduction), _bce_vjp)
+
+
 # ---- the three properties over every row ------------------------------------------------
 
 def leaves(case, dtype, d, requires_grad=True):
@@ -1058,7 +1669,12 @@ def test_every_primitive_and_composite_has_a_row():
                 "minimum", "where", "sum", "max", "matmul", "reshape", "transpose_permute", "expand",
                 "getitem_basic", "getitem_gather", "getitem_mask", "setitem", "cat", "stack", "unbind", "split_chunk", "flip",
                 "contiguous", "cast", "mean", "min", "abs", "sqrt", "clip", "logsumexp", "softmax", "log_softmax",
-                "cross_entropy", "nll_loss", "mse_loss", "binary_cross_entropy_with_logits", "linear", "embedding"}
+                "cross_entropy", "nll_loss", "mse_loss", "binary_cross_entropy_with_logits", "linear", "embedding",
+                "math_signed", "math_positive", "rounding", "activations", "running_sums_products_diff",
+                "var_std_norm", "sort", "repeat_repeat_interleave_roll", "index_select_masked_select_take_select",
+                "scatter_scatter_add", "tril_triu_diagonal_diag_trace", "nan_to_num", "lerp", "glu", "prelu",
+                "layer_norm", "normalize_cosine_similarity_pairwise_distance", "pad",
+                "l1_smooth_l1_huber_margin_ranking_losses", "kl_div", "binary_cross_entropy"}
     assert required <= names, required - names
 
 
@@ -1070,7 +1686,7 @@ def test_one_hot_matches_numpy_and_has_no_gradient(dtype, device, data):
     c = data.draw(st.integers(1, 5))
     target = int_array(data.draw, data.draw(shapes(max_dims=2)), 0, c - 1)
     out = F.one_hot(tg.Tensor(target, device=device), c, dtype=dtype)
-    expected = np.eye(c, dtype=F32 if dtype is None else dtype)[target]
+    expected = np.eye(c, dtype=np.int64 if dtype is None else dtype)[target]  # int64 as PyTorch's
     assert out.shape == expected.shape and out.dtype == expected.dtype and out.device == parse_device(device)
     assert not out.requires_grad
     np.testing.assert_array_equal(out.numpy(), expected)

@@ -29,3 +29,20 @@ __all__ = ["Function", "Tensor", "arange", "autograd", "autograd_functional", "b
            "is_grad_enabled", "load", "long", "manual_seed", "maximum", "minimum", "nn", "no_grad", "ones",
            "ones_like", "optim", "rand", "randn", "save", "set_grad_enabled", "set_num_threads", "set_rng_state",
            "stack", "tensor", "tensors", "threads", "to_dot", "uint8", "utils", "where", "zeros", "zeros_like"]
+
+# PyTorch's function forms of the Tensor methods (tg.tanh(x), tg.sum(x, 1), tg.sort, ...), generated from one
+# table (tensors/functions.py); the other constructors, the legacy typed ones, and the process-wide defaults
+import builtins as _builtins
+
+from .engine.backend import get_default_dtype, set_default_device, set_default_dtype
+from .tensors import (BoolTensor, ByteTensor, CharTensor, DoubleTensor, FloatTensor, HalfTensor, IntTensor,
+                      LongTensor, ShortTensor, as_tensor, empty, empty_like, eye, full_like, linspace, rand_like,
+                      randint, randn_like, randperm)
+from .tensors.functions import FUNCTIONS as _FUNCTIONS
+
+globals().update(_FUNCTIONS)
+short = int16
+__all__ += ["BoolTensor", "ByteTensor", "CharTensor", "DoubleTensor", "FloatTensor", "HalfTensor", "IntTensor",
+            "LongTensor", "ShortTensor", "as_tensor", "empty", "empty_like", "eye", "full_like", "get_default_dtype",
+            "linspace", "rand_like", "randint", "randn_like", "randperm", "set_default_device", "set_default_dtype",
+            "short"] + sorted(name for name in _FUNCTIONS if not hasattr(_builtins, name))

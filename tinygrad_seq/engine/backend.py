@@ -286,3 +286,27 @@ def erf(array):
 def ignore_float_errors():
     """A context in which NumPy does not warn about inf/NaN (anomaly checks report them instead)."""
     return numpy.errstate(all="ignore")
+
+
+# ---- process-wide defaults (PyTorch's set_default_dtype / set_default_device) ----------------
+
+default_device = "cpu"  # where tensors are made when no device is given (set_default_device)
+
+
+def set_default_dtype(dtype):
+    """Make `dtype` (a floating-point dtype) the one Python floats and tg.zeros & co. default to."""
+    global default_float
+    dt = numpy.dtype(dtype)
+    if dt.kind != "f":
+        raise TypeError(f"set_default_dtype: only floating-point dtypes can be the default, got {dt}")
+    default_float = dt
+
+
+def get_default_dtype():
+    return default_float
+
+
+def set_default_device(device):
+    """Make `device` the one new tensors go to when none is given (None: back to the CPU)."""
+    global default_device
+    default_device = parse_device(device)

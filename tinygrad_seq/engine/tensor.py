@@ -42,11 +42,13 @@ class Tensor(TensorBase):
     __array_ufunc__ = None  # ndarray (op) Tensor defers to Tensor's operators; NumPy functions refuse Tensors
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
+        if device is None:  # a tensor's or a GPU array's device, else the default (backend.set_default_device)
+            array = data._data if isinstance(data, Tensor) else data
+            device = backend.device_of(array) if isinstance(data, Tensor) or backend.is_array(array) and \
+                not isinstance(array, backend.ndarray) else backend.default_device
         if isinstance(data, Tensor):
             function.reads(data)
             data = data._data
-        if device is None:
-            device = backend.device_of(data) if backend.is_array(data) else "cpu"
         self._data = backend.new_array(data, None if dtype is None else backend.dtype(dtype),
                                       backend.parse_device(device))
         self.grad, self._node, self._index, self._hooks, self._requires_grad = None, None, 0, None, False
@@ -176,7 +178,8 @@ class Tensor(TensorBase):
     def __rmatmul__(self, other): return ops.Matmul.apply(operand(other, self, "matmul", scalars=False), self)
     def __neg__(self): return ops.Neg.apply(self)
     def __pos__(self): return self
-    def __abs__(self): return ops.Where.apply(self._data >= 0, self, ops.Neg.apply(self))
+    def __abs__(self):  # the sign test is an op, so a captured step replays it rather than baking it in
+        return ops.Where.apply(self._compare(0, "__ge__"), self, ops.Neg.apply(self))
 
     def _compare(self, other, name):
         other = operand(other, self, name.strip("_"))

@@ -1,5 +1,6 @@
-"""tg.* functions that make tensors or join them: creation (zeros, ones, full, randn, rand, arange,
-tensor, from_numpy, *_like), cat, stack, where, maximum, minimum."""
+"""tg.* functions that make tensors or join them: creation (zeros, ones, full, empty, randn, rand, randint,
+randperm, arange, linspace, eye, tensor, as_tensor, from_numpy, *_like, the legacy typed constructors
+FloatTensor, LongTensor, ...), cat, stack, where, maximum, minimum."""
 from ..engine import backend, ops
 from ..engine.tensor import operand, same_device
 from .methods import axis_arg, shape_arg
@@ -8,7 +9,7 @@ from .tensor import Tensor
 # ---- creation ------------------------------------------------------------------------
 
 def _creation(fill, shape, dtype, device, requires_grad):
-    device = backend.parse_device(device)
+    device = backend.default_device if device is None else backend.parse_device(device)
     dtype = backend.default_float if dtype is None else backend.dtype(dtype)
     t = Tensor._make(fill(backend.namespace(device), shape_arg(shape), dtype, device), None, 0)
     t.requires_grad = requires_grad
@@ -75,6 +76,106 @@ def ones_like(t, dtype=None, device=None, requires_grad=False):
     return ones(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
 
 
+def empty(*shape, dtype=None, device=None, requires_grad=False):
+    """An uninitialised tensor (its values are whatever the memory held): empty(2, 3) or empty((2, 3))."""
+    return _creation(lambda xp, s, dt, dev: xp.empty(s, dtype=dt), shape, dtype, device, requires_grad)
+
+
+def empty_like(t, dtype=None, device=None, requires_grad=False):
+    return empty(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def rand_like(t, dtype=None, device=None, requires_grad=False):
+    return rand(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def randn_like(t, dtype=None, device=None, requires_grad=False):
+    return randn(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def randint(low, high=None, size=None, *, dtype=None, device=None, requires_grad=False):
+    """Uniform integers in [low, high): randint(high, size) or randint(low, high, size); int64 by default."""
+    if size is None:
+        low, high, size = 0, low, high
+    if size is None:
+        raise TypeError("randint: the size argument is required, e.g. randint(10, (3,))")
+    return _creation(lambda xp, s, dt, dev: backend.rng(dev).integers(low, high, s).astype(dt), (size,),
+                     backend.int64 if dtype is None else dtype, device, requires_grad)
+
+
+def randperm(n, *, dtype=None, device=None, requires_grad=False):
+    """A random permutation of 0..n-1 (int64 by default)."""
+    return _creation(lambda xp, s, dt, dev: backend.rng(dev).random(n).argsort().astype(dt), (),
+                     backend.int64 if dtype is None else dtype, device, requires_grad)
+
+
+def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
+    """`steps` evenly spaced values from start to end, both included."""
+    return _creation(lambda xp, s, dt, dev: xp.linspace(start, end, steps, dtype=dt), (), dtype, device,
+                     requires_grad)
+
+
+def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
+    """An n x m (n x n) matrix with ones on the diagonal."""
+    return _creation(lambda xp, s, dt, dev: xp.eye(n, m, dtype=dt), (), dtype, device, requires_grad)
+
+
+def as_tensor(data, dtype=None, device=None):
+    """`data` as a tensor, sharing memory where it can: a Tensor or NumPy array already of the dtype and
+    device is not copied (PyTorch's torch.as_tensor)."""
+    if isinstance(data, Tensor):
+        return data.to(device, dtype)
+    if isinstance(data, backend.ndarray) and data.dtype.kind in "biuf" and (dtype is None or backend.dtype(dtype) ==
+                                                                            data.dtype):
+        shared = from_numpy(data)
+        return shared.to(backend.default_device if device is None else device)
+    return tensor(data, dtype=dtype, device=device)
+
+
+class _LegacyTensorType(type):
+    """torch.FloatTensor & co.: calling one makes a CPU tensor of its dtype, FloatTensor(2, 3) of that shape
+    (uninitialised) and FloatTensor([1, 2]) from data; isinstance(t, FloatTensor) tests dtype and device."""
+
+    def __instancecheck__(cls, obj):
+        return isinstance(obj, Tensor) and obj.dtype == cls.dtype and obj.device == "cpu"
+
+    def __call__(cls, *args, device=None):
+        if device is not None and backend.parse_device(device) != "cpu":
+            raise ValueError(f"{cls.__name__}: the legacy constructor makes CPU tensors, got device {device!r}; "
+                             f"use tg.empty(..., dtype=tg.{cls.dtype}, device={device!r}) or tg.tensor(...)")
+        if all(type(a) is int for a in args):  # sizes (none: an empty tensor)
+            return empty(args or (0,), dtype=cls.dtype, device="cpu")
+        if len(args) != 1:
+            raise TypeError(f"{cls.__name__}: expected sizes (ints) or one sequence of data, got {args!r}")
+        data = args[0]
+        if isinstance(data, Tensor):
+            if data.dtype != cls.dtype or data.device != "cpu":
+                raise TypeError(f"{cls.__name__}: expected a CPU tensor of {cls.dtype}, got one of {data.dtype} "
+                                f"on {data.device}; convert it with .to(...)")
+            return data.detach()  # the same memory, as PyTorch's
+        return tensor(data, dtype=cls.dtype, device="cpu")
+
+
+def _legacy(name, dtype):
+    return _LegacyTensorType(name, (), {"dtype": dtype, "__module__": __name__, "__doc__": f"A CPU tensor of {dtype} "
+                                        f"(PyTorch's legacy constructor): {name}(sizes...) or {name}(data)."})
+
+
+FloatTensor = _legacy("FloatTensor", backend.float32)
+DoubleTensor = _legacy("DoubleTensor", backend.float64)
+HalfTensor = _legacy("HalfTensor", backend.float16)
+LongTensor = _legacy("LongTensor", backend.int64)
+IntTensor = _legacy("IntTensor", backend.int32)
+ShortTensor = _legacy("ShortTensor", backend.int16)
+CharTensor = _legacy("CharTensor", backend.int8)
+ByteTensor = _legacy("ByteTensor", backend.uint8)
+BoolTensor = _legacy("BoolTensor", backend.bool_)
+
+
 # ---- free functions ------------------------------------------------------------------
 
 def _tensors(op, tensors):
@@ -107,9 +208,8 @@ def stack(tensors, axis=0, *, dim=None):
 def where(condition, a, b):
     """Elementwise `a` where condition is true, else `b` (the condition gets no gradient)."""
     like = a if isinstance(a, Tensor) else b
-    if isinstance(condition, Tensor):
+    if isinstance(condition, Tensor):  # kept a Tensor: the op reads it, so a captured step replays the test
         same_device("where", like, condition) if isinstance(like, Tensor) else None
-        condition = condition._data
     elif not backend.is_array(condition):
         condition = backend.new_array(condition, backend.bool_, like.device if isinstance(like, Tensor) else "cpu")
     if condition.dtype != backend.bool_:

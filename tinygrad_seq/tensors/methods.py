@@ -301,8 +301,8 @@ class TensorMethods:
 
     def masked_fill(self, mask, value):
         """A copy with the elements where `mask` (boolean, broadcast to this shape) is true set to `value`."""
-        m = self._mask("masked_fill", mask)
-        out = ops.Where.apply(m, operand(value, self, "masked_fill"), self)
+        m = self._mask("masked_fill", mask)  # (a Tensor mask goes to the op as it is: a captured step replays it)
+        out = ops.Where.apply(mask if isinstance(mask, EngineTensor) else m, operand(value, self, "masked_fill"), self)
         if out.shape != self.shape:
             raise ValueError(f"masked_fill: mask of shape {m.shape} does not broadcast to the shape {self.shape}")
         return out if out.dtype == self.dtype else out.to(dtype=self.dtype)
@@ -333,7 +333,7 @@ class TensorMethods:
 
     def abs(self):
         """Elementwise |x| (gradient sign(x), +1 at 0)."""
-        return ops.Where.apply(self._data >= 0, self, ops.Neg.apply(self))
+        return self.__abs__()
 
     def clip(self, min=None, max=None):
         """Elementwise clamp to [min, max] (either may be None); also called clamp."""

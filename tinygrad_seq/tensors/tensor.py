@@ -1,9 +1,12 @@
-"""tg.Tensor: the engine's Tensor (engine/tensor.py) with PyTorch's everyday methods (methods.py)."""
+"""tg.Tensor: the engine's Tensor (engine/tensor.py) with PyTorch's everyday methods (methods.py), more
+elementwise ones (elementwise.py) and more along axes (axis_methods.py)."""
 from ..engine import tensor as engine
+from .axis_methods import AxisMethods
+from .elementwise import ElementwiseMethods
 from .methods import TensorMethods
 
 
-class Tensor(TensorMethods, engine.Tensor):
+class Tensor(TensorMethods, ElementwiseMethods, AxisMethods, engine.Tensor):
     """An n-dimensional array that records the ops applied to it for reverse-mode autodiff.
 
     Tensor(data, requires_grad=False, dtype=None, device=None) copies `data` (a scalar, nested
