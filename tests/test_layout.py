@@ -10,7 +10,7 @@ ROOT = PACKAGE.parent
 
 # Each layer may import its own modules and those of the layers before it.
 LAYERS = [["engine"], ["tensors"], ["capture"], ["autograd"], ["nn"], ["optim", "data", "io"],
-          ["distributed", "diagnostics", "threads", "utils"], ["__init__"]]
+          ["distributed", "diagnostics", "threads", "utils", "cuda", "accelerator"], ["__init__"]]
 RANK = {name: k for k, names in enumerate(LAYERS) for name in names}
 
 

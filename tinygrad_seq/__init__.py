@@ -21,6 +21,11 @@ from .threads import get_num_threads, set_num_threads
 # PyTorch's dtype names (torch.float, torch.long, ...), all NumPy dtypes here
 bool, half, float, double, int, long = bool_, float16, float32, float64, int32, int64
 
+# devices as objects (torch.device), the GPU questions (torch.cuda, torch.accelerator), random streams
+from .engine.backend import Device as device
+from .tensors import Generator, randint, randperm
+from . import accelerator, cuda
+
 # what `from tinygrad_seq import *` gives: everything above except the names that would shadow builtins
 __all__ = ["Function", "Tensor", "arange", "autograd", "autograd_functional", "bool_", "capture", "cat", "data",
            "detect_anomaly", "diagnostics", "distributed", "double", "enable_grad", "engine", "float16", "float32",
@@ -29,3 +34,4 @@ __all__ = ["Function", "Tensor", "arange", "autograd", "autograd_functional", "b
            "is_grad_enabled", "load", "long", "manual_seed", "maximum", "minimum", "nn", "no_grad", "ones",
            "ones_like", "optim", "rand", "randn", "save", "set_grad_enabled", "set_num_threads", "set_rng_state",
            "stack", "tensor", "tensors", "threads", "to_dot", "uint8", "utils", "where", "zeros", "zeros_like"]
+__all__ += ["Generator", "accelerator", "cuda", "device", "randint", "randperm"]
