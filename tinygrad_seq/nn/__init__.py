@@ -7,3 +7,8 @@ from .layers import Dropout, Embedding, LayerNorm, Linear
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from .module import Module, Parameter
 from .recurrent import GRU, LSTM, RNN, Recurrent, RNNBase
+from .containers import ParameterDict, ParameterList
+from .dropout import Dropout1d, Dropout2d
+from .layers import Unflatten
+from .module import RemovableHandle
+from .normalization import BatchNorm1d
