@@ -140,6 +140,12 @@ class Module:
                 seen.add(id(value))
                 yield name, value
 
+    def _children(self, remove_duplicate):
+        """named_children(), or every (name, child) pair, a child held twice under both names."""
+        if remove_duplicate:
+            return self.named_children()
+        return ((name, value) for name, value in self._members() if isinstance(value, Module))
+
     def children(self):
         return (m for _, m in self.named_children())
 
@@ -151,7 +157,7 @@ class Module:
                 return
             memo.add(id(self))
         yield prefix, self
-        for name, child in self.named_children():
+        for name, child in self._children(remove_duplicate):
             yield from child.named_modules(memo, f"{prefix}.{name}" if prefix else name, remove_duplicate)
 
     def modules(self):
@@ -247,9 +253,7 @@ class Module:
                 yield (f"{prefix}.{name}" if prefix else name), getattr(self, name)
         if not recurse:
             return
-        children = self.named_children() if remove_duplicate else \
-            ((n, m) for n, m in self._members() if isinstance(m, Module))
-        for name, child in children:
+        for name, child in self._children(remove_duplicate):
             yield from child._named_buffers(f"{prefix}.{name}" if prefix else name, True, remove_duplicate,
                                             persistent_only)
 
