@@ -7,15 +7,16 @@ from ..tensors import Tensor
 from .module import Module
 
 
-def _feature_dropout(x, p, training):
-    """Zero each (example, channel) slice of x (N, C, *) with probability p; scale the rest by 1/(1-p)."""
+def _feature_dropout(x, p, training, lead=2):
+    """Zero each slice x[i, j] (the first `lead` axes: example and channel, or channel alone for an
+    unbatched input) with probability p; scale the rest by 1/(1-p)."""
     if not 0 <= p <= 1:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0:
         return x
     if p == 1:
         return x * 0.0
-    keep = backend.rng(x.device).random(x.shape[:2] + (1,) * (x.ndim - 2), dtype=x.dtype) >= p
+    keep = backend.rng(x.device).random(x.shape[:lead] + (1,) * (x.ndim - lead), dtype=x.dtype) >= p
     return x * Tensor._make(keep.astype(x.dtype) * x.dtype.type(1 / (1 - p)), None, 0)
 
 
@@ -24,9 +25,7 @@ def dropout1d(input, p=0.5, training=True):
     if input.ndim not in (2, 3):
         raise RuntimeError(f"dropout1d: expected 2D or 3D input, but received a {input.ndim}D input of shape "
                            f"{input.shape}: dropout1d zeroes whole channels of (N, C, L) or (C, L) inputs")
-    if input.ndim == 2:
-        return _feature_dropout(input.unsqueeze(0), p, training).squeeze(0)
-    return _feature_dropout(input, p, training)
+    return _feature_dropout(input, p, training, lead=input.ndim - 1)
 
 
 def dropout2d(input, p=0.5, training=True):
