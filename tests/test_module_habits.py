@@ -125,7 +125,7 @@ class WithBuffers(nn.Module):
 def test_non_persistent_buffers_move_but_are_not_saved():
     m = WithBuffers()
     assert [name for name, _ in m.named_buffers()] == ["mean", "cache"]
-    assert list(m.state_dict()) == ["linear.weight", "linear.bias", "mean"]
+    assert list(m.state_dict()) == ["mean", "linear.weight", "linear.bias"]  # PyTorch's order: own state first
     m.double()
     assert m.cache.dtype == np.float64
     fresh = WithBuffers()
@@ -156,4 +156,14 @@ def test_add_module_register_parameter_and_shared_modules():
     m.register_parameter("offset", None)
     assert [name for name, _ in m.named_modules()] == ["", "layer0"]
     assert [name for name, _ in m.named_modules(remove_duplicate=False)] == ["", "layer0", "layer1"]
-    assert list(m.state_dict()) == ["layer0.weight", "layer0.bias", "layer1.weight", "layer1.bias", "scale"]
+    assert list(m.state_dict()) == ["scale", "layer0.weight", "layer0.bias", "layer1.weight", "layer1.bias"]
+
+
+def test_state_dict_order_is_pytorchs():
+    """Module by module: its parameters, its buffers, then its children's (so zipping two state dicts works)."""
+    torch = pytest.importorskip("torch")
+    ours = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), WithBuffers())
+    theirs = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Module())
+    theirs[2].linear = torch.nn.Linear(2, 2)
+    theirs[2].register_buffer("mean", torch.zeros(2))
+    assert list(ours.state_dict()) == list(theirs.state_dict())

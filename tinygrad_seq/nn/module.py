@@ -257,16 +257,27 @@ class Module:
             yield from child._named_buffers(f"{prefix}.{name}" if prefix else name, True, remove_duplicate,
                                             persistent_only)
 
-    def _tensors(self, remove_duplicate=True, persistent_only=False):
-        yield from self.named_parameters(remove_duplicate=remove_duplicate)
-        yield from self._named_buffers("", True, remove_duplicate, persistent_only)
+    def _tensors(self):
+        yield from self.named_parameters()
+        yield from self.named_buffers()
+
+    def _state_tensors(self, prefix=""):
+        """(dotted name, tensor) for the state dict in PyTorch's order: a module's own parameters, its
+        persistent buffers, then its children's; a shared tensor under each of its names."""
+        for name, value in self._members():
+            if isinstance(value, Parameter):
+                yield (f"{prefix}.{name}" if prefix else name), value
+        yield from self._named_buffers(prefix, False, False, persistent_only=True)
+        for name, child in self._children(remove_duplicate=False):
+            yield from child._state_tensors(f"{prefix}.{name}" if prefix else name)
 
     # ---- state -----------------------------------------------------------------------
     def state_dict(self):
-        """{dotted name: NumPy array copy} of parameters and buffers, PyTorch's key names (a tied
+        """{dotted name: NumPy array copy} of parameters and persistent buffers, with PyTorch's key names
+        in PyTorch's order (module by module: its parameters, its buffers, then its children's; a tied
         parameter under every name it has, as PyTorch lists it)."""
         return {name: backend.to_host(t.array).copy()
-                for name, t in self._tensors(remove_duplicate=False, persistent_only=True)}
+                for name, t in self._state_tensors()}
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters in place (cast to each parameter's dtype).
@@ -279,7 +290,7 @@ class Module:
             raise TypeError(f"load_state_dict: expected a mapping of names to arrays, got {type(state_dict).__name__}"
                             + ("; read the file first: model.load_state_dict(tg.load(path))"
                                if isinstance(state_dict, (str, bytes)) or hasattr(state_dict, "__fspath__") else ""))
-        own = dict(self._tensors(remove_duplicate=False, persistent_only=True))
+        own = dict(self._state_tensors())
         present = {id(t) for k, t in own.items() if k in state_dict}
         missing = [k for k, t in own.items() if id(t) not in present]
         unexpected = [k for k in state_dict if k not in own]
