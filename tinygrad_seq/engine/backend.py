@@ -94,6 +94,7 @@ def _numpy_scatter_add(target, index, values):
 
 _devices = {}  # "cuda:0" -> its Device: one object per device, so Tensor.device allocates nothing
 _placed = {}   # what parse_device returned for each spelling it was given
+_backend_of = {}  # device -> its Backend
 CPU = Device("cpu")
 _backends = {"cpu": Backend("cpu", numpy, numpy.ndarray, lambda a, ordinal: numpy.asarray(a), numpy.asarray,
                             _numpy_scatter_add, lambda seed, ordinal: numpy.random.default_rng(seed), lambda a: CPU)}
@@ -104,6 +105,7 @@ _rngs = {}
 def register_backend(backend):
     """Make a device kind available (CuPy registers itself lazily; tests register a fake GPU)."""
     _backends[backend.name] = backend
+    _backend_of.clear()
     for key in [k for k in _rngs if k.split(":")[0] == backend.name]:
         del _rngs[key]
 
@@ -180,7 +182,10 @@ def device_count(kind):
 
 
 def _backend(device):
-    return _backends[device.split(":")[0]]
+    found = _backend_of.get(device)
+    if found is None:
+        found = _backend_of[device] = _backends[device.split(":")[0]]
+    return found
 
 
 def namespace(device):
