@@ -384,8 +384,8 @@ class DataLoader:
         if sampler is not None and shuffle:
             raise ValueError("DataLoader: sampler is mutually exclusive with shuffle (the sampler sets the order)")
         if (seed is not None or generator is not None) and not shuffle:
-            raise ValueError("DataLoader: seed (and generator) only applies with shuffle=True (a sampler takes "
-                             "its own)")
+            raise ValueError("DataLoader: seed only applies with shuffle=True, and so does generator (a sampler "
+                             "takes its own)")
         if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
             raise TypeError(f"DataLoader: expected a dataset with __getitem__ and __len__, got {type(dataset).__name__}")
         if sampler is None:
