@@ -10,7 +10,7 @@ ROOT = PACKAGE.parent
 
 # Each layer may import its own modules and those of the layers before it.
 LAYERS = [["engine", "threads"], ["tensors"], ["capture"], ["autograd"], ["nn"], ["optim", "data", "io"],
-          ["distributed", "diagnostics", "utils"], ["__init__"]]
+          ["distributed", "diagnostics", "utils", "cuda", "accelerator"], ["__init__"]]
 RANK = {name: k for k, names in enumerate(LAYERS) for name in names}
 
 

@@ -220,7 +220,7 @@ class WithBuffer(nn.Module):
 
 def test_buffers_are_saved_loaded_and_converted_but_not_trained():
     module = WithBuffer()
-    assert list(module.state_dict()) == ["linear.weight", "linear.bias", "running_mean"]
+    assert list(module.state_dict()) == ["running_mean", "linear.weight", "linear.bias"]  # PyTorch's order
     assert len(list(module.parameters())) == 2
     module.load_state_dict({**module.state_dict(), "running_mean": np.array([1.0, 2.0])})
     np.testing.assert_array_equal(module.running_mean.numpy(), [1.0, 2.0])

@@ -3,7 +3,8 @@
 Layers, each importing only the ones below it: engine (backend, the engine's Tensor, Function and
 the walk, the primitives); tensors (tg.Tensor with PyTorch's everyday methods, creation functions);
 capture (the recorded time loop); autograd (grad, transforms, gradcheck, PyTorch-style Functions,
-detect_anomaly); nn; optim; data; io (checkpoints); distributed; threads and diagnostics on top.
+detect_anomaly); nn; optim; data; io (checkpoints); distributed and diagnostics on top; threads (the BLAS
+thread count and the library's own parallel work) beside the engine.
 """
 from .engine.backend import (bool_, float16, float32, float64, get_rng_state, int8, int16, int32, int64, manual_seed,
                              set_rng_state, uint8)
@@ -20,6 +21,11 @@ from .threads import get_num_threads, set_num_threads
 
 # PyTorch's dtype names (torch.float, torch.long, ...), all NumPy dtypes here
 bool, half, float, double, int, long = bool_, float16, float32, float64, int32, int64
+
+# devices as objects (torch.device), the GPU questions (torch.cuda, torch.accelerator), random streams
+from .engine.backend import Device as device
+from .tensors import Generator
+from . import accelerator, cuda
 
 # what `from tinygrad_seq import *` gives: everything above except the names that would shadow builtins
 __all__ = ["Function", "Tensor", "arange", "autograd", "autograd_functional", "bool_", "capture", "cat", "data",
@@ -46,3 +52,4 @@ __all__ += ["BoolTensor", "ByteTensor", "CharTensor", "DoubleTensor", "FloatTens
             "LongTensor", "ShortTensor", "as_tensor", "empty", "empty_like", "eye", "full_like", "get_default_dtype",
             "linspace", "rand_like", "randint", "randn_like", "randperm", "set_default_device", "set_default_dtype",
             "short"] + sorted(name for name in _FUNCTIONS if not hasattr(_builtins, name))
+__all__ += ["Generator", "accelerator", "cuda", "device"]

@@ -17,18 +17,22 @@ Everything runs in the calling process (`num_workers` is accepted for ported cod
 ignored). Shuffling is deterministic: with `seed=` the order of epoch e depends only on
 (seed, e); without it each epoch draws a seed from the library's CPU random stream, as
 PyTorch's samplers draw from torch's, so `tg.manual_seed` fixes every epoch's order and
-`tg.get_rng_state()` captures where it is. A sampler is any iterable of indices with a
+`tg.get_rng_state()` captures where it is; with `generator=` (a tg.Generator, as in PyTorch) the
+epochs draw one after another from that generator. A sampler is any iterable of indices with a
 `__len__`; a batch sampler any iterable of lists of indices with a `__len__`; both may
 have `set_epoch(epoch)`, which DataLoader.set_epoch forwards (a distributed sampler fits here).
 """
+import itertools
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 from .engine import backend
-from .tensors import Tensor, stack
+from .tensors import Tensor, randperm, stack
+from .tensors.generator import stream
 
-__all__ = ["Dataset", "TensorDataset", "Sampler", "SequentialSampler", "RandomSampler", "BatchSampler",
-           "BucketBatchSampler", "DataLoader", "default_collate", "PadCollate"]
+__all__ = ["Dataset", "TensorDataset", "Subset", "random_split", "Sampler", "SequentialSampler", "RandomSampler",
+           "BatchSampler", "BucketBatchSampler", "DataLoader", "default_collate", "PadCollate"]
 
 
 class Dataset:
@@ -65,6 +69,51 @@ class TensorDataset(Dataset):
         return self.tensors[0].shape[0]
 
 
+class Subset(Dataset):
+    """The examples of `dataset` at `indices`, in that order: Subset(d, [3, 1])[0] is d[3]."""
+
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, indices
+
+    def __getitem__(self, index):
+        if isinstance(index, list):
+            return [self.dataset[self.indices[i]] for i in index]
+        return self.dataset[self.indices[index]]
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def random_split(dataset, lengths, generator=None):
+    """Split `dataset` into Subsets of the given lengths, in a random order, as PyTorch does.
+
+    lengths: integers summing to len(dataset), or fractions summing to 1 (each split gets
+    floor(fraction * len), and the remainder is handed out one by one from the first split on).
+    generator: a tg.Generator (default: the global CPU stream that tg.manual_seed seeds).
+    """
+    lengths = list(lengths)
+    n = len(dataset)
+    if math.isclose(sum(lengths), 1) and sum(lengths) <= 1:
+        for i, fraction in enumerate(lengths):
+            if not 0 <= fraction <= 1:
+                raise ValueError(f"random_split: fraction at index {i} is not between 0 and 1: {fraction}")
+        lengths = [int(math.floor(n * fraction)) for fraction in lengths]
+        for i in range(n - sum(lengths)):
+            lengths[i % len(lengths)] += 1
+        for i, length in enumerate(lengths):
+            if length == 0:
+                warnings.warn(f"Length of split at index {i} is 0. This might result in an empty dataset.",
+                              stacklevel=2)
+    if any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in lengths):
+        raise ValueError(f"random_split: lengths must be non-negative integers or fractions summing to 1, "
+                         f"got {lengths}")
+    if sum(lengths) != n:
+        raise ValueError(f"random_split: the lengths {lengths} sum to {sum(lengths)}, not to the length of the "
+                         f"dataset ({n})")
+    indices = randperm(n, generator=generator).tolist()
+    return [Subset(dataset, indices[end - length:end]) for end, length in zip(itertools.accumulate(lengths), lengths)]
+
+
 # ---- samplers ---------------------------------------------------------------------------------
 
 class Sampler:
@@ -80,16 +129,22 @@ class Sampler:
 class _Shuffling:
     """The per-epoch random generator of a shuffling sampler (see the module docstring)."""
 
-    def __init__(self, seed):
+    def __init__(self, seed, generator=None):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"{type(self).__name__}: seed must be an integer or None, got {seed!r}")
-        self.seed, self.epoch = seed, 0
+        if seed is not None and generator is not None:
+            raise ValueError(f"{type(self).__name__}: pass seed or generator, not both")
+        if generator is not None:
+            stream(generator, backend.CPU, type(self).__name__)  # a CPU tg.Generator, checked now
+        self.seed, self.generator, self.epoch = seed, generator, 0
 
     def set_epoch(self, epoch):
         """Use epoch `epoch`'s order next (to resume, or to agree across processes)."""
         self.epoch = int(epoch)
 
     def _next_generator(self):
+        if self.generator is not None:
+            return stream(self.generator, backend.CPU, type(self).__name__)
         if self.seed is None:
             seed = int(backend.rng("cpu").integers(0, 2**63))
         else:
@@ -110,17 +165,28 @@ class SequentialSampler(Sampler):
 
 
 class RandomSampler(_Shuffling, Sampler):
-    """Every index once per epoch, in a new random order each epoch."""
+    """Every index once per epoch, in a new random order each epoch; with replacement=True,
+    `num_samples` indices drawn independently (num_samples defaults to the dataset's length)."""
 
-    def __init__(self, data_source, seed=None):
-        super().__init__(seed)
-        self.n = len(data_source)
+    def __init__(self, data_source, replacement=False, num_samples=None, generator=None, seed=None):
+        super().__init__(seed, generator)
+        if not isinstance(replacement, bool):
+            raise TypeError(f"RandomSampler: replacement must be a bool, got {replacement!r}")
+        self.n, self.replacement = len(data_source), replacement
+        self.num_samples = self.n if num_samples is None else num_samples
+        if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) or self.num_samples <= 0:
+            raise ValueError(f"RandomSampler: num_samples must be a positive integer, got {self.num_samples!r}")
 
     def __iter__(self):
-        return iter(self._next_generator().permutation(self.n).tolist())
+        gen = self._next_generator()
+        if self.replacement:
+            return iter(gen.integers(0, self.n, self.num_samples).tolist())
+        rounds, rest = divmod(self.num_samples, self.n)
+        return itertools.chain(*(gen.permutation(self.n).tolist() for _ in range(rounds)),
+                               gen.permutation(self.n).tolist()[:rest])
 
     def __len__(self):
-        return self.n
+        return self.num_samples
 
 
 class BatchSampler(Sampler):
@@ -162,8 +228,9 @@ class BucketBatchSampler(_Shuffling, Sampler):
     lengths: one length per example (a list, array or Tensor of integers).
     """
 
-    def __init__(self, lengths, batch_size, pool_batches=50, shuffle=True, drop_last=False, seed=None):
-        super().__init__(seed)
+    def __init__(self, lengths, batch_size, pool_batches=50, shuffle=True, drop_last=False, seed=None,
+                 generator=None):
+        super().__init__(seed, generator)
         if isinstance(lengths, Tensor):
             lengths = lengths.tolist()
         elif backend.is_array(lengths):
@@ -296,7 +363,8 @@ class PadCollate:
 class DataLoader:
     """Batches of a dataset, like torch.utils.data.DataLoader (single process).
 
-    batch_size / shuffle / drop_last build a BatchSampler over a RandomSampler(seed=seed) or a
+    batch_size / shuffle / drop_last build a BatchSampler over a RandomSampler(seed=seed or
+    generator=generator) or a
     SequentialSampler; `sampler` replaces the index order and `batch_sampler` the whole
     batching (then batch_size, shuffle, sampler and drop_last must be left at their defaults).
     batch_size=None yields single examples. collate_fn turns a list of examples into a batch
@@ -304,7 +372,7 @@ class DataLoader:
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, batch_sampler=None, num_workers=0,
-                 collate_fn=None, pin_memory=False, drop_last=False, seed=None):
+                 collate_fn=None, pin_memory=False, drop_last=False, seed=None, generator=None):
         if batch_sampler is not None:
             if batch_size != 1 or shuffle or sampler is not None or drop_last:
                 raise ValueError("DataLoader: batch_sampler is mutually exclusive with batch_size, shuffle, "
@@ -315,12 +383,13 @@ class DataLoader:
             raise ValueError(f"DataLoader: batch_size must be a positive integer or None, got {batch_size!r}")
         if sampler is not None and shuffle:
             raise ValueError("DataLoader: sampler is mutually exclusive with shuffle (the sampler sets the order)")
-        if seed is not None and not shuffle:
-            raise ValueError("DataLoader: seed only applies with shuffle=True (a sampler takes its own seed)")
+        if (seed is not None or generator is not None) and not shuffle:
+            raise ValueError("DataLoader: seed only applies with shuffle=True, and so does generator (a sampler "
+                             "takes its own)")
         if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
             raise TypeError(f"DataLoader: expected a dataset with __getitem__ and __len__, got {type(dataset).__name__}")
         if sampler is None:
-            sampler = RandomSampler(dataset, seed=seed) if shuffle else SequentialSampler(dataset)
+            sampler = RandomSampler(dataset, generator=generator, seed=seed) if shuffle else SequentialSampler(dataset)
         if batch_sampler is None and batch_size is not None:
             batch_sampler = BatchSampler(sampler, batch_size, drop_last)
         self.dataset, self.batch_size, self.drop_last = dataset, batch_size, drop_last

@@ -14,20 +14,69 @@ default_float = float32
 ndarray = numpy.ndarray  # the host array type (for isinstance checks)
 
 CUDA_HELP = ('CuPy is needed for device "{}": install the GPU extra with '
-             '`pip install "tinygrad_seq[cuda]"` (CUDA 12) on a machine with an NVIDIA GPU')
+             '`pip install "tinygrad_seq[cuda]"` (CUDA 12) on a machine with an NVIDIA GPU, or ask '
+             'tg.cuda.is_available() first and fall back to "cpu"')
+
+
+class Device(str):
+    """PyTorch's torch.device: Device("cpu"), Device("cuda:1"), Device("cuda", 1), with .type and .index.
+
+    It is the string it prints ("cpu", "cuda:1"), so it equals, hashes and formats as that string and
+    goes wherever a device string does. Making one only checks the spelling (no GPU is needed);
+    Tensor.device and the functions below return these, with the index filled in ("cuda:0").
+    """
+    __slots__ = ()
+
+    def __new__(cls, type, index=None):
+        if isinstance(type, Device) and index is None:
+            return type
+        if not isinstance(type, str):
+            raise TypeError(f"device: expected a string such as 'cpu' or 'cuda:0' (or a device), "
+                            f"got {type.__class__.__name__}")
+        kind, colon, ordinal = type.partition(":")
+        if kind not in ("cpu", "cuda") and kind not in _backends:
+            raise RuntimeError(f"Expected one of {', '.join(sorted({'cpu', 'cuda', *_backends}))} device type at "
+                               f"start of device string: {type}")
+        if colon and index is not None:
+            raise ValueError(f"device: the string {type!r} already has an index and index={index!r} was passed too")
+        if colon:
+            if not ordinal.isdigit():
+                raise RuntimeError(f"Invalid device string: {type!r}")
+            index = int(ordinal)
+        elif index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
+            raise ValueError(f"device: index must be a non-negative integer, got {index!r}")
+        text = kind if index is None else f"{kind}:{index}"
+        return _devices.get(text) or _devices.setdefault(text, str.__new__(cls, text))
+
+    @property
+    def type(self):
+        """"cpu" or "cuda" (the kind of device)."""
+        return self.partition(":")[0]
+
+    @property
+    def index(self):
+        """The device's number (None when not given, as for "cpu")."""
+        ordinal = self.partition(":")[2]
+        return int(ordinal) if ordinal else None
+
+    def __repr__(self):
+        index = self.index
+        return f"device(type='{self.type}')" if index is None else f"device(type='{self.type}', index={index})"
 
 
 class Backend:
     """One kind of device: its array namespace and how arrays get there and back. rng_state(gen) is a
-    snapshot of a generator made of numbers, strings and host arrays; set_rng_state(gen, snapshot)."""
+    snapshot of a generator made of numbers, strings and host arrays; set_rng_state(gen, snapshot);
+    device_count() how many devices of this kind the process sees."""
     __slots__ = ("name", "xp", "array_type", "to_device", "to_host", "scatter_add", "make_rng", "device_of",
-                 "rng_state", "set_rng_state")
+                 "rng_state", "set_rng_state", "device_count")
 
     def __init__(self, name, xp, array_type, to_device, to_host, scatter_add, make_rng, device_of,
-                 rng_state=lambda gen: gen.bit_generator.state, set_rng_state=None):
+                 rng_state=lambda gen: gen.bit_generator.state, set_rng_state=None, device_count=lambda: 1):
         self.name, self.xp, self.array_type, self.to_device, self.to_host = name, xp, array_type, to_device, to_host
         self.scatter_add, self.make_rng, self.device_of, self.rng_state = scatter_add, make_rng, device_of, rng_state
         self.set_rng_state = set_rng_state or (lambda gen, state: setattr(gen.bit_generator, "state", state))
+        self.device_count = device_count
 
 
 def _numpy_scatter_add(target, index, values):
@@ -43,8 +92,12 @@ def _numpy_scatter_add(target, index, values):
     numpy.add.at(target, index, values)
 
 
+_devices = {}  # "cuda:0" -> its Device: one object per device, so Tensor.device allocates nothing
+_placed = {}   # what parse_device returned for each spelling it was given
+_backend_of = {}  # device -> its Backend
+CPU = Device("cpu")
 _backends = {"cpu": Backend("cpu", numpy, numpy.ndarray, lambda a, ordinal: numpy.asarray(a), numpy.asarray,
-                            _numpy_scatter_add, lambda seed, ordinal: numpy.random.default_rng(seed), lambda a: "cpu")}
+                            _numpy_scatter_add, lambda seed, ordinal: numpy.random.default_rng(seed), lambda a: CPU)}
 _seed = None
 _rngs = {}
 
@@ -52,6 +105,7 @@ _rngs = {}
 def register_backend(backend):
     """Make a device kind available (CuPy registers itself lazily; tests register a fake GPU)."""
     _backends[backend.name] = backend
+    _backend_of.clear()
     for key in [k for k in _rngs if k.split(":")[0] == backend.name]:
         del _rngs[key]
 
@@ -86,7 +140,8 @@ def _load_cupy():
             target[...] = cupy.asarray(state["states"])
 
     register_backend(Backend("cuda", cupy, cupy.ndarray, to_device, cupy.asnumpy, cupyx.scatter_add,
-                             make_rng, lambda a: f"cuda:{a.device.id}", rng_state, set_rng_state))
+                             make_rng, lambda a: f"cuda:{a.device.id}", rng_state, set_rng_state,
+                             cupy.cuda.runtime.getDeviceCount))
 
 
 def load_nccl(ordinal):
@@ -99,23 +154,38 @@ def load_nccl(ordinal):
 
 
 def parse_device(device):
-    """Normalise "cpu" / "cuda" / "cuda:N" (or None -> "cpu") to "cpu" or "kind:N"."""
+    """The Device that data asked for on `device` lives on: None and "cpu" -> cpu, "cuda" -> cuda:0,
+    "cuda:N" (a string or a Device) -> cuda:N. Loads CuPy the first time a GPU is asked for."""
     if device is None:
-        return "cpu"
+        return CPU
     if not isinstance(device, str):
-        raise TypeError(f"device must be a string like 'cpu' or 'cuda:0', got {type(device).__name__}")
-    kind, _, ordinal = device.partition(":")
-    if kind == "cpu" and not ordinal:
-        return "cpu"
+        raise TypeError(f"device must be a string like 'cpu' or 'cuda:0' or a tg.device, got {type(device).__name__}")
+    placed = _placed.get(device)
+    if placed is None:
+        kind, _, ordinal = device.partition(":")
+        if kind == "cuda" and "cuda" not in _backends and (not ordinal or ordinal.isdigit()):
+            _load_cupy()
+        if kind not in _backends or (ordinal and not ordinal.isdigit()) or (kind == "cpu" and ordinal not in ("", "0")):
+            raise ValueError(f"unknown device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+        placed = _placed[device] = CPU if kind == "cpu" else Device(kind, int(ordinal or 0))
+    return placed
+
+
+def device_count(kind):
+    """How many devices of `kind` ("cuda") this process can use: 0 when none or when CuPy is missing."""
     if kind == "cuda" and "cuda" not in _backends:
-        _load_cupy()
-    if kind not in _backends or kind == "cpu" or (ordinal and not ordinal.isdigit()):
-        raise ValueError(f"unknown device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'")
-    return f"{kind}:{int(ordinal or 0)}"
+        try:
+            _load_cupy()
+        except RuntimeError:
+            return 0
+    return _backends[kind].device_count() if kind in _backends else 0
 
 
 def _backend(device):
-    return _backends[device.split(":")[0]]
+    found = _backend_of.get(device)
+    if found is None:
+        found = _backend_of[device] = _backends[device.split(":")[0]]
+    return found
 
 
 def namespace(device):
@@ -124,12 +194,13 @@ def namespace(device):
 
 
 def device_of(array):
-    """The normalised device string an array lives on."""
+    """The Device an array lives on (cpu or kind:N)."""
     if isinstance(array, numpy.ndarray):
-        return "cpu"
+        return CPU
     for backend in _backends.values():
         if isinstance(array, backend.array_type):
-            return backend.device_of(array)
+            text = backend.device_of(array)
+            return _devices.get(text) or Device(text)
     raise TypeError(f"not an array of any known device: {type(array).__name__}")
 
 
@@ -181,6 +252,28 @@ def rng(device):
         seed = None if _seed is None else (_seed if device == "cpu" else (_seed * 1_000_003 + 1 + ordinal) % 2**63)
         gen = _rngs[device] = _backend(device).make_rng(seed, ordinal)
     return gen
+
+
+def new_rng(device, seed):
+    """A random Generator of its own on `device`, seeded with `seed` (what tg.Generator holds)."""
+    return _backend(device).make_rng(seed, int(device.split(":")[1]) if ":" in device else 0)
+
+
+def permutation(device, gen, n):
+    """A random permutation of 0..n-1 (int64) drawn from `gen`, a generator of `device`."""
+    if isinstance(gen, numpy.random.Generator):
+        return gen.permutation(n)
+    return namespace(device).argsort(gen.random(n))  # CuPy's Generator has no permutation
+
+
+def generator_state(device, gen):
+    """A snapshot of `gen` (a generator of `device`), as get_rng_state gives for each stream."""
+    return _backend(device).rng_state(gen)
+
+
+def set_generator_state(device, gen, state):
+    """Restore a snapshot taken by generator_state."""
+    _backend(device).set_rng_state(gen, state)
 
 
 def host_rng(seed):

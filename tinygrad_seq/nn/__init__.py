@@ -11,3 +11,8 @@ from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, KLDi
                    MSELoss, NLLLoss, SmoothL1Loss)
 from .module import Module, Parameter
 from .recurrent import GRU, LSTM, RNN, Recurrent, RNNBase
+from .containers import ParameterDict, ParameterList
+from .dropout import Dropout1d, Dropout2d
+from .layers import Unflatten
+from .module import RemovableHandle
+from .normalization import BatchNorm1d

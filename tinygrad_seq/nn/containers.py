@@ -1,5 +1,7 @@
-"""Containers: Sequential, ModuleList, ModuleDict, with PyTorch's names for their children (0, 1, ... or keys)."""
-from .module import Module
+"""Containers: Sequential, ModuleList, ModuleDict, ParameterList, ParameterDict, with PyTorch's names for
+their members (0, 1, ... or keys)."""
+from ..tensors import Tensor
+from .module import Module, Parameter
 
 
 def _module(owner, value):
@@ -128,3 +130,115 @@ class ModuleDict(Module):
         """Add (key, module) pairs from a mapping or an iterable of pairs."""
         for key, module in (modules.items() if hasattr(modules, "items") else modules):
             self[key] = module
+
+
+def _parameter(owner, value):
+    """A Parameter as is; another Tensor becomes a Parameter (a copy that requires grad), as PyTorch wraps it."""
+    if isinstance(value, Parameter):
+        return value
+    if isinstance(value, Tensor):
+        return Parameter(value)
+    raise TypeError(f"{owner}: expected a Parameter or Tensor, got {type(value).__name__}")
+
+
+def _describe(name, p):
+    size = "x".join(str(n) for n in p.shape)
+    device = f" (device {p.device})" if p.device != "cpu" else ""
+    return f"  ({name}): Parameter containing: [{p.dtype} of size {size}{device}]"
+
+
+class ParameterList(Module):
+    """A list of parameters whose owner finds them, named `name.0`, `name.1`, ... as in PyTorch."""
+
+    def __init__(self, values=None):
+        self._list = []
+        if values is not None:
+            self.extend(values)
+
+    def _members(self):
+        for i, p in enumerate(self._list):
+            yield str(i), p
+
+    def __getitem__(self, i):
+        return ParameterList(self._list[i]) if isinstance(i, slice) else self._list[i]
+
+    def __setitem__(self, i, value):
+        self._list[i] = _parameter("ParameterList", value)
+
+    def __len__(self):
+        return len(self._list)
+
+    def __iter__(self):
+        return iter(self._list)
+
+    def __iadd__(self, values):
+        return self.extend(values)
+
+    def append(self, value):
+        self._list.append(_parameter("ParameterList", value))
+        return self
+
+    def extend(self, values):
+        self._list.extend(_parameter("ParameterList", v) for v in values)
+        return self
+
+    def __repr__(self):
+        return "\n".join(["ParameterList("] + [_describe(i, p) for i, p in enumerate(self._list)] + [")"])
+
+
+class ParameterDict(Module):
+    """An ordered dict of parameters (string keys) named `name.key`, as in PyTorch."""
+
+    def __init__(self, parameters=None):
+        self._dict = {}
+        if parameters is not None:
+            self.update(parameters)
+
+    def _members(self):
+        yield from self._dict.items()
+
+    def __getitem__(self, key):
+        return self._dict[key]
+
+    def __setitem__(self, key, value):
+        if not isinstance(key, str):
+            raise TypeError(f"ParameterDict: keys must be strings, got {type(key).__name__}")
+        self._dict[key] = _parameter("ParameterDict", value)
+
+    def __delitem__(self, key):
+        del self._dict[key]
+
+    def __contains__(self, key):
+        return key in self._dict
+
+    def __len__(self):
+        return len(self._dict)
+
+    def __iter__(self):
+        return iter(self._dict)
+
+    def keys(self):
+        return self._dict.keys()
+
+    def values(self):
+        return self._dict.values()
+
+    def items(self):
+        return self._dict.items()
+
+    def get(self, key, default=None):
+        return self._dict.get(key, default)
+
+    def pop(self, key):
+        return self._dict.pop(key)
+
+    def clear(self):
+        self._dict.clear()
+
+    def update(self, parameters):
+        """Add (key, parameter) pairs from a mapping or an iterable of pairs."""
+        for key, value in (parameters.items() if hasattr(parameters, "items") else parameters):
+            self[key] = value
+
+    def __repr__(self):
+        return "\n".join(["ParameterDict("] + [_describe(k, p) for k, p in self._dict.items()] + [")"])

@@ -1,4 +1,4 @@
-"""Feed-forward layers: Linear, Embedding, Dropout, LayerNorm."""
+"""Feed-forward layers: Linear, Embedding, Dropout, LayerNorm, Unflatten."""
 import math
 
 from . import functional as F
@@ -32,17 +32,39 @@ class Linear(Module):
 
 
 class Embedding(Module):
-    """A lookup table of `num_embeddings` vectors; the `padding_idx` row starts at zero and gets no gradient."""
+    """A lookup table of `num_embeddings` vectors; the `padding_idx` row starts at zero and gets no gradient.
 
-    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=None, device=None):
+    `_weight` (PyTorch's, used by from_pretrained) gives the table instead of N(0, 1) values; `_freeze`
+    makes it not require grad.
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=None, device=None, *, _weight=None,
+                 _freeze=False):
         if padding_idx is not None and not -num_embeddings <= padding_idx < num_embeddings:
             raise ValueError(f"Embedding: padding_idx {padding_idx} is out of range for {num_embeddings} embeddings")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.padding_idx = None if padding_idx is None else padding_idx % num_embeddings
+        if _weight is not None:
+            if tuple(_weight.shape) != (num_embeddings, embedding_dim):
+                raise ValueError(f"Embedding: _weight has shape {tuple(_weight.shape)}, expected "
+                                 f"({num_embeddings}, {embedding_dim})")
+            self.weight = Parameter(_weight, requires_grad=not _freeze, dtype=dtype, device=device)
+            return
         self.weight = _empty(num_embeddings, embedding_dim, dtype=dtype, device=device)
+        self.weight.requires_grad_(not _freeze)
         init.normal_(self.weight)
         if self.padding_idx is not None:
             self.weight.array[self.padding_idx] = 0
+
+    @classmethod
+    def from_pretrained(cls, embeddings, freeze=True, padding_idx=None):
+        """An Embedding holding a copy of `embeddings` (a 2-D Tensor or array, its dtype and device kept),
+        frozen unless freeze=False. The padding_idx row is kept as given and gets no gradient."""
+        if embeddings.ndim != 2:
+            raise ValueError(f"Embedding.from_pretrained: embeddings must be 2-dimensional, got shape "
+                             f"{tuple(embeddings.shape)}")
+        rows, cols = embeddings.shape
+        return cls(rows, cols, padding_idx, _weight=embeddings, _freeze=freeze)
 
     def forward(self, indices):
         return F.embedding(indices, self.weight, self.padding_idx)
@@ -88,3 +110,24 @@ class LayerNorm(Module):
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}"
+
+
+class Unflatten(Module):
+    """Split axis `dim` into the sizes `unflattened_size` (one may be -1): Flatten's inverse."""
+
+    def __init__(self, dim, unflattened_size):
+        self.dim, self.unflattened_size = dim, tuple(unflattened_size)
+
+    def forward(self, x):
+        if not -x.ndim <= self.dim < x.ndim:
+            raise IndexError(f"Unflatten: dim {self.dim} is out of range for an input of shape {x.shape}")
+        dim, sizes = self.dim % x.ndim, self.unflattened_size
+        known = math.prod(n for n in sizes if n != -1)
+        if sizes.count(-1) > 1 or any(n < -1 for n in sizes) or \
+                (x.shape[dim] != known if -1 not in sizes else known == 0 or x.shape[dim] % known):
+            raise ValueError(f"Unflatten: sizes {list(sizes)} do not multiply up to the size of dim {dim} "
+                             f"({x.shape[dim]}) of the input of shape {x.shape}")
+        return x.reshape(x.shape[:dim] + sizes + x.shape[dim + 1:])
+
+    def extra_repr(self):
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"

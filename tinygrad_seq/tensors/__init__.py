@@ -8,11 +8,12 @@ from .creation import (BoolTensor, ByteTensor, CharTensor, DoubleTensor, FloatTe
                        full_like, linspace, maximum, minimum, ones, ones_like, rand, rand_like, randint, randn,
                        randn_like, randperm, stack, tensor, where, zeros, zeros_like)
 from .functions import FUNCTIONS
+from .generator import Generator
 from .methods import ValuesIndices
 from .tensor import Tensor
 
-__all__ = ["BoolTensor", "ByteTensor", "CharTensor", "DoubleTensor", "FloatTensor", "FUNCTIONS", "HalfTensor",
-           "IntTensor", "LongTensor", "ShortTensor", "Tensor", "ValuesIndices", "arange", "as_tensor", "cat", "empty",
-           "empty_like", "eye", "from_numpy", "full", "full_like", "linspace", "maximum", "minimum", "ones",
-           "ones_like", "rand", "rand_like", "randint", "randn", "randn_like", "randperm", "stack", "tensor", "where",
-           "zeros", "zeros_like"]
+__all__ = ["BoolTensor", "ByteTensor", "CharTensor", "DoubleTensor", "FloatTensor", "FUNCTIONS", "Generator",
+           "HalfTensor", "IntTensor", "LongTensor", "ShortTensor", "Tensor", "ValuesIndices", "arange", "as_tensor",
+           "cat", "empty", "empty_like", "eye", "from_numpy", "full", "full_like", "linspace", "maximum", "minimum",
+           "ones", "ones_like", "rand", "rand_like", "randint", "randn", "randn_like", "randperm", "stack", "tensor",
+           "where", "zeros", "zeros_like"]

@@ -3,6 +3,7 @@ randperm, arange, linspace, eye, tensor, as_tensor, from_numpy, *_like, the lega
 FloatTensor, LongTensor, ...), cat, stack, where, maximum, minimum."""
 from ..engine import backend, ops
 from ..engine.tensor import operand, same_device
+from .generator import stream
 from .methods import axis_arg, shape_arg
 from .tensor import Tensor
 
@@ -31,16 +32,43 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
     return _creation(lambda xp, s, dt, dev: xp.full(s, fill_value, dtype=dt), (shape,), dtype, device, requires_grad)
 
 
-def randn(*shape, dtype=None, device=None, requires_grad=False):
-    """Standard normal samples from the device's seeded stream (see manual_seed)."""
-    return _creation(lambda xp, s, dt, dev: backend.rng(dev).standard_normal(s, dtype=dt),
+def randn(*shape, generator=None, dtype=None, device=None, requires_grad=False):
+    """Standard normal samples from the device's seeded stream (see manual_seed) or from `generator`."""
+    return _creation(lambda xp, s, dt, dev: stream(generator, dev, "randn").standard_normal(s, dtype=dt),
                      shape, dtype, device, requires_grad)
 
 
-def rand(*shape, dtype=None, device=None, requires_grad=False):
-    """Uniform samples in [0, 1) from the device's seeded stream (see manual_seed)."""
-    return _creation(lambda xp, s, dt, dev: backend.rng(dev).random(s, dtype=dt),
+def rand(*shape, generator=None, dtype=None, device=None, requires_grad=False):
+    """Uniform samples in [0, 1) from the device's seeded stream (see manual_seed) or from `generator`."""
+    return _creation(lambda xp, s, dt, dev: stream(generator, dev, "rand").random(s, dtype=dt),
                      shape, dtype, device, requires_grad)
+
+
+def randint(low=0, high=None, size=None, *, generator=None, dtype=None, device=None, requires_grad=False):
+    """Integers drawn uniformly from [low, high): randint(high, size) or randint(low, high, size); int64
+    unless `dtype` says otherwise."""
+    if size is None:
+        low, high, size = 0, low, high
+    if high is None or size is None:
+        raise TypeError("randint: expected randint(high, size) or randint(low, high, size), e.g. randint(0, 10, (3,))")
+    if not low < high:
+        raise RuntimeError(f"randint: expected low < high, got low={low} and high={high}")
+    dtype = backend.int64 if dtype is None else dtype
+
+    def fill(xp, s, dt, dev):
+        return stream(generator, dev, "randint").integers(low, high, s, dtype=backend.int64).astype(dt, copy=False)
+    return _creation(fill, (size,), dtype, device, requires_grad)
+
+
+def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False):
+    """A random permutation of 0, ..., n-1 (int64 unless `dtype` says otherwise)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise RuntimeError(f"randperm: n must be a non-negative integer, got {n!r}")
+    dtype = backend.int64 if dtype is None else dtype
+
+    def fill(xp, s, dt, dev):
+        return backend.permutation(dev, stream(generator, dev, "randperm"), n).astype(dt, copy=False)
+    return _creation(fill, (), dtype, device, requires_grad)
 
 
 def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=False):
@@ -95,22 +123,6 @@ def rand_like(t, dtype=None, device=None, requires_grad=False):
 
 def randn_like(t, dtype=None, device=None, requires_grad=False):
     return randn(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
-
-
-def randint(low, high=None, size=None, *, dtype=None, device=None, requires_grad=False):
-    """Uniform integers in [low, high): randint(high, size) or randint(low, high, size); int64 by default."""
-    if size is None:
-        low, high, size = 0, low, high
-    if size is None:
-        raise TypeError("randint: the size argument is required, e.g. randint(10, (3,))")
-    return _creation(lambda xp, s, dt, dev: backend.rng(dev).integers(low, high, s).astype(dt), (size,),
-                     backend.int64 if dtype is None else dtype, device, requires_grad)
-
-
-def randperm(n, *, dtype=None, device=None, requires_grad=False):
-    """A random permutation of 0..n-1 (int64 by default)."""
-    return _creation(lambda xp, s, dt, dev: backend.rng(dev).random(n).argsort().astype(dt), (),
-                     backend.int64 if dtype is None else dtype, device, requires_grad)
 
 
 def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
