@@ -1,5 +1,5 @@
 """Modules: layers, containers, activations, losses, recurrent cells, the recurrent runner and sequence layers."""
-from . import functional, init, utils
+from . import attention, decoding, functional, init, utils
 from .activation import GELU, Flatten, Identity, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .cells import GRUCell, LSTMCell, RNNCell, RNNCellBase
 from .containers import ModuleDict, ModuleList, Sequential
@@ -7,3 +7,4 @@ from .layers import Dropout, Embedding, LayerNorm, Linear
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from .module import Module, Parameter
 from .recurrent import GRU, LSTM, RNN, Recurrent, RNNBase
+from .attention import AdditiveAttention, AttentionDecoderCell, BilinearAttention, DotProductAttention
