@@ -111,19 +111,20 @@ def beam_search(step, state, start_token, end_token, beam_width, max_length, len
         log_probs, state = step(Tensor(tokens, device=device), state)
         V = _log_probs("beam_search", log_probs, B * K).shape[1]
         totals = log_probs + Tensor(scores, dtype=log_probs.dtype, device=device).reshape(B * K, 1)
-        # the 2K best extensions hold at least K that do not end (each hypothesis has one ending)
+        # down the ranked extensions until K open ones: each ending passed on the way is a finished
+        # hypothesis; the 2K best hold K that do not end (each open hypothesis has one ending)
         values, indices = totals.reshape(B, K * V).topk(min(2 * K, K * V), dim=1)
         rows, done = [], True
         for b, (row_values, row_indices) in enumerate(zip(values.tolist(), indices.tolist())):
             kept = []
-            for rank, (total, index) in enumerate(zip(row_values, row_indices)):
+            for total, index in zip(row_values, row_indices):
                 beam, token = divmod(index, V)
                 if total == -math.inf or len(kept) == K:
                     break
-                if token != end_token:
-                    kept.append((total, beam, token))
-                elif rank < K:  # an ending among the K best extensions finishes its hypothesis
+                if token == end_token:
                     finished[b].append((total / penalty(length), beams[b][beam] + [token]))
+                else:
+                    kept.append((total, beam, token))
             kept += [(-math.inf, 0, end_token)] * (K - len(kept))  # dead slots: never extended
             scores[b] = [total for total, _, _ in kept]
             beams[b] = [beams[b][beam] + [token] for _, beam, token in kept]
