@@ -97,8 +97,11 @@ def test_beam_finds_the_best_output_where_greedy_does_not_and_stops_early():
 
 
 def test_every_ending_passed_while_filling_the_beam_is_a_finished_hypothesis():
-    # step 2 ranks a END (0.45), b a (0.225), b END (0.18), b b (0.045): b END, third, is the second best output
-    chain = Chain.first_order([[0.34, 0.33, 0.33], [0.9, 0.05, 0.05], [0.4, 0.5, 0.1], [0.05, 0.5, 0.45]])
+    # step 2 ranks a END (0.45), b a (0.225), b END (0.18), b b (0.045): b END, passed while filling a beam
+    # of two, is the second best output (after b a, END is unlikely)
+    p = np.full((1, 4, 4, 3), 1 / 3)
+    p[0, 3, 3], p[0, 3, 1], p[0, 3, 2], p[0, 2, 1] = [0.05, 0.5, 0.45], [0.9, 0.05, 0.05], [0.4, 0.5, 0.1], [0.1, 0.45, 0.45]
+    chain = Chain(np.log(p))
     sequences, scores = beam_search(chain.step, chain.initial_state(), chain.start, END, 2, 3, n_best=2)
     assert sequences == [[[1, 0], [2, 0]]] == [[seq for _, seq in chain.ranked(0, 3, gnmt(0))[:2]]]
     np.testing.assert_allclose(scores[0], np.log([0.45, 0.18]), rtol=1e-12)
