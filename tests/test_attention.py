@@ -32,7 +32,7 @@ def np_scores(kind, attention, q, keys):
     p = {name: value.numpy() for name, value in attention.named_parameters()}
     if kind == "additive":  # v^T tanh(W_q q + W_k k + b)
         hidden = np.tanh((q @ p["query_proj.weight"].T)[:, None, :] + keys @ p["key_proj.weight"].T + p["key_proj.bias"])
-        return hidden @ p["v.weight"][0]
+        return hidden @ p["v"]
     if kind == "bilinear":  # q^T W k
         return np.einsum("bq,qk,bsk->bs", q, p["key_proj.weight"], keys)
     scale = 1 / np.sqrt(keys.shape[2]) if kind == "scaled_dot" else 1.0
@@ -174,10 +174,9 @@ def decoder(kind, feeding, seed=3, I=3, H=4, D=5):
 
 
 def initial(cell, memory, h0):
-    """The bound cell's zero state, with h0 as the recurrent cell's hidden state."""
-    state = list(cell.initial_state(h0.shape[0]))
-    state[1] = h0
-    return tuple(state)
+    """The bound cell's zero state, with h0 as the recurrent cell's hidden state (and c = 0 for an LSTM)."""
+    inner = (h0, tg.zeros(*h0.shape, dtype=h0.dtype)) if isinstance(cell.cell, nn.LSTMCell) else h0
+    return cell.initial_state(h0.shape[0], inner)
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm", "rnn"])
@@ -269,7 +268,7 @@ def test_decoder_cell_errors_and_names():
     cell = nn.AttentionDecoderCell(3, 4, 5)
     assert [n for n, _ in cell.named_parameters()] == [
         "cell.weight_ih", "cell.weight_hh", "cell.bias_ih", "cell.bias_hh", "attention.query_proj.weight",
-        "attention.key_proj.weight", "attention.key_proj.bias", "attention.v.weight", "out_proj.weight",
+        "attention.key_proj.weight", "attention.key_proj.bias", "attention.v", "out_proj.weight",
         "out_proj.bias"]
     assert cell.cell.weight_ih.shape == (12, 7)  # GRU gates over [x ; previous output]
     with pytest.raises(RuntimeError, match="attending"):

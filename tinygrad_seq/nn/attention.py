@@ -29,7 +29,8 @@ from ..engine import backend
 from ..tensors import Tensor, cat, where, zeros
 from .cells import GRUCell, LSTMCell, RNNCell
 from .layers import Linear
-from .module import Module
+from . import init
+from .module import Module, Parameter
 
 Memory = collections.namedtuple("Memory", ["keys", "values", "mask"])
 Memory.__doc__ = """What `prepare` makes of a memory: keys projected for the score (B, S, ...), values
@@ -127,20 +128,22 @@ class Attention(Module):
 
 class AdditiveAttention(Attention):
     """Bahdanau et al. (2015): score(q, k) = v^T tanh(W_q q + W_k k + b), with parameters
-    query_proj.weight (H, Q), key_proj.weight (H, K), key_proj.bias (H,) and v.weight (1, H)."""
+    query_proj.weight (H, Q), key_proj.weight (H, K), key_proj.bias (H,) and v (H,), all initialised
+    as PyTorch's Linear layers (v as the weight of a Linear(H, 1))."""
 
     def __init__(self, query_size, key_size, hidden_size, dtype=None, device=None):
         self.query_size, self.key_size, self.hidden_size = query_size, key_size, hidden_size
         self.query_proj = Linear(query_size, hidden_size, bias=False, dtype=dtype, device=device)
         self.key_proj = Linear(key_size, hidden_size, dtype=dtype, device=device)
-        self.v = Linear(hidden_size, 1, bias=False, dtype=dtype, device=device)
+        self.v = Parameter(zeros(hidden_size, dtype=dtype, device=device))
+        init.uniform_(self.v, -1 / math.sqrt(hidden_size), 1 / math.sqrt(hidden_size))
 
     def project_keys(self, keys):
         return self.key_proj(keys)  # (B, S, H), once per sequence
 
     def score(self, query, keys):
         hidden = (self.query_proj(query).unsqueeze(2) + keys.unsqueeze(1)).tanh()  # (B, T, S, H)
-        return self.v(hidden).squeeze(3)
+        return (hidden * self.v).sum(3)  # not a matmul with one output column: NumPy runs those slowly
 
     def extra_repr(self):
         return f"query_size={self.query_size}, key_size={self.key_size}, hidden_size={self.hidden_size}"
@@ -235,10 +238,11 @@ class AttentionDecoderCell(Module):
                                "cell.attending(memory, mask) returns")
         return self.memory
 
-    def initial_state(self, batch_size):
-        """Zeros: output (B, H), the cell's state, weights (B, S)."""
+    def initial_state(self, batch_size, hidden=None):
+        """Zeros: output (B, H), the cell's state (or `hidden`: h, or (h, c) for an LSTM, e.g. made from
+        the encoder's final state), weights (B, S)."""
         values, w = self._memory().values, self.out_proj.weight
-        inner = self.cell.initial_state(batch_size)
+        inner = self.cell.initial_state(batch_size) if hidden is None else hidden
         return (zeros(batch_size, self.hidden_size, dtype=w.dtype, device=w.device),) + \
             (inner if isinstance(inner, tuple) else (inner,)) + \
             (zeros(batch_size, values.shape[1], dtype=w.dtype, device=w.device),)

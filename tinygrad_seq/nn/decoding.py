@@ -140,4 +140,4 @@ def beam_search(step, state, start_token, end_token, beam_width, max_length, len
         for b in range(B):
             opened = [(s / penalty(max_length), beam) for s, beam in zip(scores[b], beams[b]) if s > -math.inf]
             finished[b] = sorted(finished[b] + opened, key=lambda f: -f[0])[:n_best]
-    return [[tokens for _, tokens in f] for f in finished], [[score for score, _ in f] for f in finished]
+    return [[seq for _, seq in f] for f in finished], [[score for score, _ in f] for f in finished]
