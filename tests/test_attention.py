@@ -121,6 +121,34 @@ def test_masked_softmax_is_exact_and_one_op_deep_in_float32():
     np.testing.assert_allclose(masked_softmax(scores).numpy().sum(axis=1), 1, rtol=1e-6)
 
 
+class SharpReader(nn.Module):
+    """Attends with the step input as the query: sharp weights that move to another position at step 2."""
+
+    def __init__(self, memory):
+        self.memory = nn.DotProductAttention().prepare(memory)
+
+    def initial_state(self, batch_size):
+        return tg.zeros(batch_size, 3, dtype=tg.float64)
+
+    def forward(self, x, h):
+        context, _ = nn.DotProductAttention().attend(x, self.memory)
+        return context + 0.5 * h
+
+
+def test_captured_weights_follow_the_values_of_every_step():
+    """A softmax whose negligible entries were found from the recorded steps' values would keep them."""
+    queries = np.zeros((5, 1, 3))
+    queries[:2, 0, 0] = queries[2:, 0, 1] = 1000.0  # steps 0, 1 read position 0, steps 2.. position 1
+    reader = SharpReader(tg.Tensor(np.eye(3)[None]))
+    before = capture.counters.copy()
+    captured, _ = nn.Recurrent(reader)(tg.Tensor(queries, requires_grad=True))
+    assert (capture.counters - before)["captured"] == 1
+    with capture.disabled():
+        eager, _ = nn.Recurrent(reader)(tg.Tensor(queries, requires_grad=True))
+    np.testing.assert_array_equal(captured.numpy(), eager.numpy())
+    assert eager.numpy()[4, 0, 1] > 1
+
+
 def test_sequence_mask():
     np.testing.assert_array_equal(sequence_mask([2, 0, 3]).numpy(), [[1, 1, 0], [0, 0, 0], [1, 1, 1]])
     assert sequence_mask(tg.Tensor([1, 2]), max_length=4).shape == (2, 4)

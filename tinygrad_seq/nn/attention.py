@@ -58,8 +58,9 @@ def masked_softmax(scores, mask=None):
     exactly zero weight; a row with no True position gets zero weight everywhere (and so a zero context).
 
     The masked scores are replaced by the dtype's lowest finite value, not -inf, so that a row with
-    nothing to attend to makes no NaN. exp(log_softmax) is one fused op whose forward and backward run
-    entirely on arrays, so a captured step replays it exactly.
+    nothing to attend to makes no NaN. The weights are exp(log_softmax): log_softmax is one fused op
+    computed from its input at every step, whereas Tensor.softmax marks its negligible entries with a
+    mask read from the values, which a captured step would keep from the recorded steps.
     """
     if mask is None:
         return scores.log_softmax(-1).exp()
@@ -106,7 +107,7 @@ class Attention(Module):
 
     def attend(self, query, memory):
         name = type(self).__name__
-        B, S = memory.values.shape[:2]
+        B = memory.values.shape[0]
         if not isinstance(query, Tensor) or query.ndim not in (2, 3) or query.shape[0] != B or \
                 (self.query_size is not None and query.shape[-1] != self.query_size):
             got = query.shape if isinstance(query, Tensor) else type(query).__name__
