@@ -37,9 +37,9 @@ def run_example(name, *args, hide=(), tmp_path=None, env=None):
                           capture_output=True, text=True, timeout=TIMEOUT)
 
 
-def run_quick(name, tmp_path, *extra, hide=()):
+def run_quick(name, tmp_path, *extra, hide=(), env=None):
     out = tmp_path / "out"
-    proc = run_example(name, "--quick", "--out", str(out), *extra, hide=hide, tmp_path=tmp_path)
+    proc = run_example(name, "--quick", "--out", str(out), *extra, hide=hide, tmp_path=tmp_path, env=env)
     assert proc.returncode == 0, f"{name}.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads((out / "metrics.json").read_text()), proc, out
 
@@ -136,7 +136,9 @@ def test_sentiment_finds_its_data_through_the_environment(tmp_path):
 
 
 def test_seq2seq_learns_and_attention_learns_faster(tmp_path):
-    m, proc, out = run_quick("seq2seq", tmp_path)
+    # two models train here; one BLAS thread keeps the many small matmuls at ~15 s on a busy 2-core machine,
+    # where competing BLAS threads made the run ten times slower (README: Threads)
+    m, proc, out = run_quick("seq2seq", tmp_path, env={"OPENBLAS_NUM_THREADS": "1"})
     plain, attention = m["models"]["plain"], m["models"]["attention"]
     for r in (plain, attention):
         first, last = r["loss"][:5], r["loss"][-10:]
