@@ -37,9 +37,9 @@ def run_example(name, *args, hide=(), tmp_path=None, env=None):
                           capture_output=True, text=True, timeout=TIMEOUT)
 
 
-def run_quick(name, tmp_path, *extra, hide=()):
+def run_quick(name, tmp_path, *extra, hide=(), env=None):
     out = tmp_path / "out"
-    proc = run_example(name, "--quick", "--out", str(out), *extra, hide=hide, tmp_path=tmp_path)
+    proc = run_example(name, "--quick", "--out", str(out), *extra, hide=hide, tmp_path=tmp_path, env=env)
     assert proc.returncode == 0, f"{name}.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads((out / "metrics.json").read_text()), proc, out
 
@@ -135,13 +135,26 @@ def test_sentiment_finds_its_data_through_the_environment(tmp_path):
     assert (tmp_path / "out" / "metrics.json").exists()
 
 
-def test_seq2seq_learns(tmp_path):
-    m, proc, out = run_quick("seq2seq", tmp_path)
-    first, last = m["loss"][:5], m["loss"][-10:]
-    assert sum(last) / len(last) < 0.6 * sum(first) / len(first), m["loss"]
-    assert m["char_acc"] > 0.5, m  # chance is about 1 in 11 per character
-    assert "held-out exact-match accuracy" in proc.stdout
-    assert not HAS_MATPLOTLIB or (out / "training.png").stat().st_size > 0
+def test_seq2seq_learns_and_attention_learns_faster(tmp_path):
+    # two models train here; one BLAS thread keeps the many small matmuls at ~15 s on a busy 2-core machine,
+    # where competing BLAS threads made the run ten times slower (README: Threads)
+    m, proc, out = run_quick("seq2seq", tmp_path, env={"OPENBLAS_NUM_THREADS": "1"})
+    plain, attention = m["models"]["plain"], m["models"]["attention"]
+    for r in (plain, attention):
+        first, last = r["loss"][:5], r["loss"][-10:]
+        assert sum(last) / len(last) < 0.6 * sum(first) / len(first), r["loss"]
+        assert r["char_acc"] > 0.5, r  # chance is about 1 in 11 per character
+    assert attention["greedy_acc"] > plain["greedy_acc"] + 0.3, m  # at equal steps (about 0.8 against 0.05)
+    assert attention["beam_acc"] > 0.5, m
+    assert "held-out exact-match accuracy" in proc.stdout and "attention decoder, beam 3" in proc.stdout
+    assert not HAS_MATPLOTLIB or all((out / f).stat().st_size > 0 for f in ("training.png", "attention.png"))
+
+
+def test_seq2seq_trains_one_model_when_asked(tmp_path):
+    m, proc, out = run_quick("seq2seq", tmp_path, "--model", "plain", "--beam-width", "1", "--steps", "3",
+                             "--eval-every", "3", "--test-size", "20", "--no-progress")
+    assert list(m["models"]) == ["plain"] and "beam_acc" not in m["models"]["plain"]
+    assert not (out / "attention.png").exists()
 
 
 @pytest.mark.parametrize("name", ["char_lm", "sentiment", "seq2seq"])

@@ -1,5 +1,5 @@
 """Modules: layers, containers, activations, losses, recurrent cells, the recurrent runner and sequence layers."""
-from . import functional, init, utils
+from . import attention, decoding, functional, init, utils
 from .activation import (CELU, ELU, GELU, GLU, SELU, Flatten, Hardsigmoid, Hardswish, Hardtanh, Identity,
                          LeakyReLU, LogSigmoid, LogSoftmax, Mish, PReLU, ReLU, ReLU6, Sigmoid, SiLU, Softmax,
                          Softmin, Softplus, Softsign, Tanh, Tanhshrink)
@@ -16,3 +16,4 @@ from .dropout import Dropout1d, Dropout2d
 from .layers import Unflatten
 from .module import RemovableHandle
 from .normalization import BatchNorm1d
+from .attention import AdditiveAttention, AttentionDecoderCell, BilinearAttention, DotProductAttention
