@@ -7,3 +7,6 @@ from .layers import Dropout, Embedding, LayerNorm, Linear
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from .module import Module, Parameter
 from .recurrent import GRU, LSTM, RNN, Recurrent, RNNBase
+from .cell_zoo import CellWrapper, LayerNormLSTMCell, PeepholeLSTMCell, VariationalDropout, Zoneout
+from . import tbptt
+from .tbptt import TBPTT, run_with_resets
