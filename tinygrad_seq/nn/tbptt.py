@@ -13,17 +13,16 @@ from .cell_zoo import CellWrapper
 from .recurrent import Recurrent, RNNBase
 
 
-def detach_state(state):
-    """The state's tensors detached (the graph cut), in the same nesting of tuples and lists."""
-    if isinstance(state, (tuple, list)):
-        return type(state)(detach_state(s) for s in state)
-    return None if state is None else state.detach()
-
-
 def _map_state(state, fn):
+    """fn applied to every tensor of a state, kept in the same nesting of tuples and lists."""
     if isinstance(state, (tuple, list)):
         return type(state)(_map_state(s, fn) for s in state)
     return fn(state)
+
+
+def detach_state(state):
+    """The state's tensors detached (the graph cut), in the same nesting of tuples and lists."""
+    return _map_state(state, lambda s: None if s is None else s.detach())
 
 
 def _tensors(state):
