@@ -1,11 +1,14 @@
 """Character-level LSTM language model on the documentation text shipped with CPython.
 
 Many-to-many: at every position the model predicts the next character. The text is
-`pydoc_data.topics` (the help() pages of the language reference), split into a training
-part (first 90%) and a validation part (the rest). Training uses truncated
-backpropagation through time: the training text is cut into B parallel streams, each
-step takes the next `--bptt` characters of every stream, and the LSTM state is carried
-from one chunk to the next but detached, so gradients stop at the chunk boundary.
+`pydoc_data.topics` (the help() pages of the language reference, 79 documents one after
+the other), split into a training part (first 90%) and a validation part (the rest).
+Training uses truncated backpropagation through time: the training text is cut into B
+parallel streams, each step takes the next `--bptt` characters of every stream, and
+nn.TBPTT carries the LSTM state from one chunk to the next, detached, so gradients stop at
+the chunk boundary. Where a help page begins, inside a chunk, that stream's state starts
+afresh (the `resets` of nn.run_with_resets), so no page is read in the context of the
+previous one.
 
 The script reports validation bits per character beside two baselines it computes on
 the same split (add-one smoothed unigram and bigram models), saves a loss curve, and
@@ -13,6 +16,7 @@ prints samples at a few temperatures.
 
     python examples/char_lm.py                  # about a minute of CPU time (1,000 steps)
     python examples/char_lm.py --quick          # a few seconds, for smoke tests
+    python examples/char_lm.py --cell zoneout   # another LSTM from the cell zoo (see --help)
     mpiexec -n 2 python examples/char_lm.py     # data-parallel: each process takes half the streams
 """
 import argparse
@@ -89,10 +93,17 @@ QUICK = dict(steps=60, hidden=64, embed=16, batch=32, bptt=32, eval_every=20, sa
 
 # ---- data --------------------------------------------------------------------------------
 
-def load_text():
-    """The English documentation text inside every CPython, as one string."""
+def load_documents():
+    """The English documentation text inside every CPython: its help() pages, one string each."""
     from pydoc_data.topics import topics
-    return "".join(topics.values())
+    return list(topics.values())
+
+
+def document_starts(documents):
+    """Booleans over the joined text: True at the first character of each document."""
+    starts = np.zeros(sum(len(d) for d in documents), dtype=bool)
+    starts[np.cumsum([0] + [len(d) for d in documents[:-1]])] = True
+    return starts
 
 
 def encode(text, val_fraction):
@@ -116,43 +127,54 @@ def ngram_baselines(train, val, vocab_size):
     return float(uni_bpc), float(bi_bpc)
 
 
-def streams(data, batch):
-    """Inputs and next-character targets as (L, batch) arrays: column b is one contiguous stream."""
+def streams(data, starts, batch):
+    """Inputs, next-character targets and document starts (resets) as (L, batch) arrays: column b is one
+    contiguous stream."""
     length = (len(data) - 1) // batch
     x = data[:batch * length].reshape(batch, length).T
     y = data[1:batch * length + 1].reshape(batch, length).T
-    return np.ascontiguousarray(x), np.ascontiguousarray(y)
+    resets = starts[:batch * length].reshape(batch, length).T
+    return np.ascontiguousarray(x), np.ascontiguousarray(y), np.ascontiguousarray(resets)
 
 
 # ---- model -------------------------------------------------------------------------------
 
-class CharLM(nn.Module):
-    """Embedding -> LSTM -> Linear over the vocabulary."""
+# --cell: nn.LSTM, or nn.Recurrent over one of these cells per layer (input size -> cell)
+CELLS = {
+    "layernorm": lambda i, h: nn.LayerNormLSTMCell(i, h),  # Ba et al. 2016
+    "peephole": lambda i, h: nn.PeepholeLSTMCell(i, h),  # Gers et al. 2002
+    "zoneout": lambda i, h: nn.Zoneout(nn.LSTMCell(i, h), (0.05, 0.5)),  # (h, c): Krueger et al.'s char-level rates
+    "variational": lambda i, h: nn.VariationalDropout(nn.LSTMCell(i, h), dropout=0.1, recurrent_dropout=0.25),
+}
 
-    def __init__(self, vocab_size, embed, hidden, layers=1):
+
+class CharLM(nn.Module):
+    """Embedding -> LSTM (or a cell from the zoo) -> Linear over the vocabulary."""
+
+    def __init__(self, vocab_size, embed, hidden, layers=1, cell="lstm"):
         self.embed = nn.Embedding(vocab_size, embed)
-        self.lstm = nn.LSTM(embed, hidden, num_layers=layers)
+        if cell == "lstm":
+            self.lstm = nn.LSTM(embed, hidden, num_layers=layers)
+        else:
+            self.lstm = nn.Recurrent([CELLS[cell](embed if k == 0 else hidden, hidden) for k in range(layers)])
         self.head = nn.Linear(hidden, vocab_size)
 
-    def forward(self, x, state=None):
-        """x: (T, B) integer array -> logits (T*B, V) and the final (h, c)."""
-        out, state = self.lstm(self.embed(tg.Tensor(x)), state)
+    def forward(self, x, state=None, resets=None):
+        """x: (T, B) integer array -> logits (T*B, V) and the final state; row b's state starts afresh
+        before step t where resets[t, b]."""
+        out, state = nn.run_with_resets(self.lstm, self.embed(tg.Tensor(x)), state, resets)
         T, B, H = out.shape
         return self.head(out.reshape(T * B, H)), state
 
 
-def detach(state):
-    return tuple(s.detach() for s in state)
-
-
 @tg.no_grad()
-def evaluate(model, data, batch=32, bptt=256):
+def evaluate(model, data, starts, batch=32, bptt=256):
     """Mean bits per character of the model over `data`, read as `batch` streams."""
     model.eval()
-    x, y = streams(data, batch)
-    state, total = None, 0.0
+    x, y, resets = streams(data, starts, batch)
+    runner, total = nn.TBPTT(model), 0.0
     for i in range(0, len(x), bptt):
-        logits, state = model(x[i:i + bptt], state)
+        logits = runner(x[i:i + bptt], resets[i:i + bptt])
         total += F.cross_entropy(logits, tg.Tensor(y[i:i + bptt].reshape(-1)), reduction="sum").item()
     model.train()
     return total / y.size / LN2
@@ -219,6 +241,9 @@ def parse_args(argv=None):
     p.add_argument("--embed", type=int, default=32, help="character embedding size")
     p.add_argument("--hidden", type=int, default=128, help="LSTM hidden size")
     p.add_argument("--layers", type=int, default=1, help="stacked LSTM layers")
+    p.add_argument("--cell", choices=["lstm"] + list(CELLS), default="lstm",
+                   help="nn.LSTM, or nn.Recurrent over LayerNormLSTMCell, PeepholeLSTMCell, or an LSTMCell "
+                        "with Zoneout (h 0.05, c 0.5) or VariationalDropout (inputs 0.1, h 0.25)")
     p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (cosine-decayed to 10%%)")
     p.add_argument("--clip", type=float, default=1.0, help="max gradient norm")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out")
@@ -244,13 +269,17 @@ def main(argv=None):
     out_dir = Path(args.out)
     start = time.perf_counter()
 
-    chars, train, val = encode(load_text(), args.val_fraction)
+    documents = load_documents()
+    chars, train, val = encode("".join(documents), args.val_fraction)
+    starts = document_starts(documents)
+    train_starts, val_starts = starts[:len(train)], starts[len(train):]
     unigram, bigram = ngram_baselines(train, val, len(chars))
     if main_rank:
-        print(f"text: {len(train):,} training and {len(val):,} validation characters, vocabulary {len(chars)}")
+        print(f"text: {len(documents)} documents, {len(train):,} training and {len(val):,} validation characters, "
+              f"vocabulary {len(chars)}")
         print(f"baselines on the validation text: unigram {unigram:.3f} bpc, bigram {bigram:.3f} bpc")
 
-    model = CharLM(len(chars), args.embed, args.hidden, args.layers)
+    model = CharLM(len(chars), args.embed, args.hidden, args.layers, args.cell)
     params = list(model.parameters())
     opt = optim.Adam(params, lr=args.lr)
     schedule = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.steps, eta_min=args.lr / 10)  # per step
@@ -258,22 +287,21 @@ def main(argv=None):
     if main_rank:
         print(f"model: {sum(p.numel() for p in params):,} parameters\n{model}")
 
-    x_all, y_all = streams(train, args.batch)
-    x_all, y_all = x_all[:, comm.rank::comm.size], y_all[:, comm.rank::comm.size]  # [distributed] this rank's streams
+    x_all, y_all, r_all = streams(train, train_starts, args.batch)
+    x_all, y_all, r_all = (a[:, comm.rank::comm.size] for a in (x_all, y_all, r_all))  # [distributed] this rank's
     chunks = len(x_all) // args.bptt
     history = {"train": [], "val": []}
-    state, avg = None, None
+    runner, avg = nn.TBPTT(model), None  # carries the state from chunk to chunk, detached
     bar = tqdm(range(1, args.steps + 1), desc="training", unit="step", disable=args.no_progress or not main_rank)
     for step in bar:
         k = (step - 1) % chunks
         if k == 0:
-            state = None  # a new pass over the text: start the streams from zero state
+            runner.reset()  # a new pass over the text: start the streams from zero state
         i = k * args.bptt
-        x, y = x_all[i:i + args.bptt], y_all[i:i + args.bptt]
+        x, y, resets = x_all[i:i + args.bptt], y_all[i:i + args.bptt], r_all[i:i + args.bptt]
 
-        logits, state = model(x, state)
+        logits = runner(x, resets)  # truncated BPTT: the state comes in from the last chunk, cut from its graph
         loss = F.cross_entropy(logits, tg.Tensor(y.reshape(-1)))
-        state = detach(state)  # truncated BPTT: keep the values, cut the graph
         opt.zero_grad()
         loss.backward()
         dist.average_gradients(params, comm)  # [distributed] equal shards: the mean over ranks is the global mean
@@ -285,7 +313,7 @@ def main(argv=None):
         history["train"].append((step, bpc))
         avg = bpc if avg is None else 0.95 * avg + 0.05 * bpc
         if main_rank and (step % args.eval_every == 0 or step == args.steps):
-            history["val"].append((step, evaluate(model, val)))
+            history["val"].append((step, evaluate(model, val, val_starts)))
             bar.set_postfix(train_bpc=f"{avg:.3f}", val_bpc=f"{history['val'][-1][1]:.3f}")
         elif step % 10 == 0:
             bar.set_postfix(train_bpc=f"{avg:.3f}")
@@ -305,7 +333,7 @@ def main(argv=None):
     print(f"{args.steps} steps of {args.batch}x{args.bptt} characters in {elapsed:.0f} s")
     verdict = "beats" if val_bpc < bigram else "does NOT beat"
     print(f"val bpc {val_bpc:.3f} (unigram {unigram:.3f}, bigram {bigram:.3f}): the LSTM {verdict} the bigram")
-    metrics = {"val_bpc": val_bpc, "unigram_bpc": unigram, "bigram_bpc": bigram, "seconds": elapsed,
+    metrics = {"cell": args.cell, "val_bpc": val_bpc, "unigram_bpc": unigram, "bigram_bpc": bigram, "seconds": elapsed,
                "train_bpc": [b for _, b in history["train"]], "val_curve": history["val"]}
     print(f"metrics: {write_metrics(out_dir, metrics)}")
     return metrics

@@ -178,19 +178,32 @@ def loader(seqs, labels, batch_size, seed=None):
 
 # ---- models ------------------------------------------------------------------------------
 
+# --cell: nn.LSTM, or nn.Recurrent over one of these cells per direction (input size, hidden size -> cell)
+CELLS = {
+    "layernorm": lambda i, h: nn.LayerNormLSTMCell(i, h),  # Ba et al. 2016
+    "peephole": lambda i, h: nn.PeepholeLSTMCell(i, h),  # Gers et al. 2002
+    "variational": lambda i, h: nn.VariationalDropout(nn.LSTMCell(i, h), dropout=0.25, recurrent_dropout=0.25),
+    "zoneout": lambda i, h: nn.Zoneout(nn.LSTMCell(i, h), (0.05, 0.5)),  # rates for (h, c)
+}
+
+
 class BiLSTMClassifier(nn.Module):
     """Embedding(padding_idx=0) -> bidirectional LSTM -> [h_forward, h_backward] -> Linear(2)."""
 
-    def __init__(self, vocab_size, embed, hidden, dropout):
+    def __init__(self, vocab_size, embed, hidden, dropout, cell="lstm"):
         self.embed = nn.Embedding(vocab_size, embed, padding_idx=PAD)
-        self.lstm = nn.LSTM(embed, hidden, batch_first=True, bidirectional=True)
+        if cell == "lstm":
+            self.lstm = nn.LSTM(embed, hidden, batch_first=True, bidirectional=True)
+        else:
+            self.lstm = nn.Recurrent(CELLS[cell](embed, hidden), CELLS[cell](embed, hidden), batch_first=True)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(2 * hidden, 2)
 
     def forward(self, x, lengths):
         """x: (B, T) word ids, lengths: (B,) -> logits (B, 2)."""
-        _, (h_n, _) = self.lstm(self.drop(self.embed(x)), lengths=lengths)
-        return self.head(self.drop(tg.cat([h_n[0], h_n[1]], axis=1)))
+        _, final = self.lstm(self.drop(self.embed(x)), lengths=lengths)
+        h = final[0] if isinstance(self.lstm, nn.LSTM) else [state[0] for state in final]  # (forward, backward)
+        return self.head(self.drop(tg.cat([h[0], h[1]], axis=1)))
 
 
 def bag_of_words(seqs, vocab_size):
@@ -278,6 +291,9 @@ def parse_args(argv=None):
     p.add_argument("--embed", type=int, default=64, help="word embedding size")
     p.add_argument("--hidden", type=int, default=64, help="LSTM hidden size per direction")
     p.add_argument("--dropout", type=float, default=0.5, help="dropout on embeddings and on the final states")
+    p.add_argument("--cell", choices=["lstm"] + list(CELLS), default="lstm",
+                   help="nn.LSTM, or nn.Recurrent over LayerNormLSTMCell, PeepholeLSTMCell, or an LSTMCell with "
+                        "VariationalDropout (inputs 0.25, h 0.25) or Zoneout (h 0.05, c 0.5)")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     p.add_argument("--weight-decay", type=float, default=0.0, help="Adam (L2) weight decay")
     p.add_argument("--clip", type=float, default=5.0, help="max gradient norm")
@@ -318,7 +334,7 @@ def main(argv=None):
     bow_acc = train_bow(split["train"], split["val"], split["test"], vocab_size, args)
     print(f"bag-of-words logistic regression: held-out test accuracy {bow_acc:.1%}")
 
-    model = BiLSTMClassifier(vocab_size, args.embed, args.hidden, args.dropout)
+    model = BiLSTMClassifier(vocab_size, args.embed, args.hidden, args.dropout, args.cell)
     params = list(model.parameters())
     opt = optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
     print(f"model: {sum(p.numel() for p in params):,} parameters\n{model}")

@@ -108,6 +108,14 @@ def test_char_lm_learns(tmp_path):
     assert not HAS_MATPLOTLIB or (out / "loss.png").stat().st_size > 0
 
 
+def test_char_lm_trains_a_cell_from_the_zoo(tmp_path):
+    """--cell: a stochastic wrapper (zoneout) in two layers, through nn.TBPTT with the documents' resets."""
+    m, proc, _ = run_quick("char_lm", tmp_path, "--cell", "zoneout", "--layers", "2", "--steps", "6",
+                           "--eval-every", "6", "--sample-len", "5")
+    assert m["cell"] == "zoneout" and len(m["train_bpc"]) == 6 and m["val_bpc"] < m["unigram_bpc"] + 1
+    assert "Zoneout(p=(0.05, 0.5)" in proc.stdout  # the model printed: the wrapper around each LSTMCell
+
+
 def test_sentiment_learns(tmp_path):
     m, proc, out = run_quick("sentiment", tmp_path, "--data", str(sentiment_data(tmp_path)))
     assert m["train_loss"][-1] < m["train_loss"][0]

@@ -17,3 +17,6 @@ from .layers import Unflatten
 from .module import RemovableHandle
 from .normalization import BatchNorm1d
 from .attention import AdditiveAttention, AttentionDecoderCell, BilinearAttention, DotProductAttention
+from .cell_zoo import CellWrapper, LayerNormLSTMCell, PeepholeLSTMCell, VariationalDropout, Zoneout
+from . import tbptt
+from .tbptt import TBPTT, run_with_resets
