@@ -7,3 +7,4 @@ from .layers import Dropout, Embedding, LayerNorm, Linear
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from .module import Module, Parameter
 from .recurrent import GRU, LSTM, RNN, Recurrent, RNNBase
+from . import modules  # PyTorch's paths: nn.modules.rnn.LSTM, ...

@@ -116,8 +116,14 @@ class Module:
     # ---- state -----------------------------------------------------------------------
     def state_dict(self):
         """{dotted name: NumPy array copy} of parameters and buffers, PyTorch's key names (a tied
-        parameter under every name it has, as PyTorch lists it)."""
-        return {name: backend.to_host(t.array).copy() for name, t in self._tensors(remove_duplicate=False)}
+        parameter under every name it has, as PyTorch lists it, all its names sharing one copy
+        as PyTorch's share one storage, so tg.save stores it once)."""
+        copies, out = {}, {}
+        for name, t in self._tensors(remove_duplicate=False):
+            if id(t) not in copies:
+                copies[id(t)] = backend.to_host(t.array).copy()
+            out[name] = copies[id(t)]
+        return out
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters in place (cast to each parameter's dtype).

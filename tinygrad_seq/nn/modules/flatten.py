@@ -1,0 +1,4 @@
+"""torch.nn.modules.flatten"""
+from ..activation import Flatten
+
+__all__ = ["Flatten"]

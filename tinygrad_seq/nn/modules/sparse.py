@@ -1,0 +1,4 @@
+"""torch.nn.modules.sparse"""
+from ..layers import Embedding
+
+__all__ = ["Embedding"]
