@@ -222,6 +222,30 @@ def test_pt_formats_that_are_not_state_dicts_say_what_they_are(tmp_path):
         tg.load(path)
 
 
+def test_pt_files_written_here_round_trip(tmp_path):
+    model = TiedLM()
+    state = {"model": model.state_dict(), "step": np.int64(7), "lr": 0.5, "big": 2 ** 80, "name": "ünï",
+             "raw": b"\x00\xff", "betas": (0.9, 0.999), "ids": [1, None, True], "grad": tg.ones(2, requires_grad=True),
+             "mask": np.array([True, False]), "half": np.ones(3, np.float16), "empty": {}}
+    tg.save(state, tmp_path / "m.pt")
+    tg.save(state, tmp_path / "again.pt")
+    assert (tmp_path / "m.pt").read_bytes() == (tmp_path / "again.pt").read_bytes()
+    out = tg.load(tmp_path / "m.pt")
+    weights = out["model"]
+    assert list(weights) == list(state["model"]) and type(weights["rnn.weight_hh_l1"]) is tg.Tensor
+    assert np.shares_memory(weights["encoder.weight"].array, weights["decoder.weight"].array)  # one storage
+    for key, value in state["model"].items():
+        assert same_bits(weights[key].numpy(), value), key
+    assert out["step"] == 7 and type(out["step"]) is int and out["big"] == 2 ** 80 and out["name"] == "ünï"
+    assert out["raw"] == b"\x00\xff" and out["betas"] == (0.9, 0.999) and out["ids"] == [1, None, True]
+    assert out["grad"].requires_grad and out["mask"].numpy().dtype == np.bool_ and out["empty"] == {}
+    assert out["half"].dtype == np.float16
+    with zipfile.ZipFile(tmp_path / "m.pt") as archive:  # the tied weight is stored once
+        assert sum(n.startswith("archive/data/") for n in archive.namelist()) == len(state["model"]) - 1 + 3
+    with pytest.raises(TypeError, match="uint16, .* PyTorch files cannot hold"):
+        tg.save({"w": np.ones(2, np.uint16)}, tmp_path / "u.pt")
+
+
 def test_save_refuses_objects_and_suggests_their_state_dict(tmp_path):
     model = nn.Linear(2, 2)
     with pytest.raises(TypeError, match=r"tg.save\(model.state_dict\(\), path\).* model.load_state_dict"):
@@ -270,7 +294,14 @@ def test_pytorch_state_dicts_load_here_and_ours_load_there(tmp_path):
     out, _ = ours.gru(ours.rnn(ours.encoder(tg.tensor(tokens)))[0])
     np.testing.assert_allclose(ours.decoder(out).numpy(), expected, rtol=1e-5, atol=1e-6)
 
-    safetensors_torch = pytest.importorskip("safetensors.torch")  # and back: ours into PyTorch
+    tg.save(ours.state_dict(), tmp_path / "ours.pt")  # and back: ours into PyTorch, with torch alone
+    back = _torch_twin(torch)
+    back.load_state_dict(torch.load(tmp_path / "ours.pt", weights_only=True), strict=True)
+    assert back.decoder.weight.data_ptr() == back.encoder.weight.data_ptr()
+    for name, value in theirs.state_dict().items():
+        torch.testing.assert_close(back.state_dict()[name], value, rtol=0, atol=0)
+
+    safetensors_torch = pytest.importorskip("safetensors.torch")  # and with the safetensors package
     tg.save(ours.state_dict(), tmp_path / "ours.safetensors")
     back = _torch_twin(torch)
     safetensors_torch.load_model(back, tmp_path / "ours.safetensors", strict=True)

@@ -1,4 +1,6 @@
-"""save / load of checkpoints as .npz files (NumPy's zip of .npy arrays), never pickle.
+"""save / load of checkpoints as .npz files (NumPy's zip of .npy arrays), never pickle; and the
+choice of format: `save` by the path's suffix (.safetensors, .pt/.pth, else .npz), `load` by the
+file's first bytes (io/safetensors.py, io/pytorch.py).
 
     tg.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 7,
              "rng": tg.get_rng_state()}, "checkpoint.npz")
@@ -35,6 +37,7 @@ import numpy  # host-side file I/O only: the .npy format; computation stays in b
 from ..engine import backend
 from ..tensors import Tensor
 from . import pytorch, safetensors
+from .sharing import memory_key
 
 __all__ = ["save", "load"]
 
@@ -53,11 +56,14 @@ def save(obj, f):
     `f` is a path (written exactly there; no ".npz" is appended) or a binary file object
     opened for writing. Every value is checked before anything is written. The same object
     gives the same bytes. An array or Tensor reached under several keys (a tied weight) is
-    stored once and loads back as one shared object. A path ending in ".safetensors" writes
-    that format instead (a flat {name: array or Tensor} dict; see io/safetensors.py).
+    stored once and loads back as one shared object. The suffix of a path picks another format:
+    ".safetensors" (a flat {name: array or Tensor} dict; io/safetensors.py), ".pt" or ".pth"
+    (PyTorch's, for torch.load(path, weights_only=True); io/pytorch.py).
     """
     if isinstance(f, (str, os.PathLike)) and os.fspath(f).endswith(".safetensors"):
         return safetensors.save_file(obj, f)
+    if pytorch.is_pytorch_path(f):
+        return pytorch.write(obj, f, _where)
     members, names, stored = [], set(), {}
 
     def add_array(host, path):
@@ -106,7 +112,7 @@ def save(obj, f):
                         "Tensors, numbers, strings, bools, None, and dicts/lists/tuples of them" + hint)
 
     def add_shared(array, path):  # the same memory seen again (a tied weight) is stored once
-        key = _memory_key(array)
+        key = memory_key(array)
         if key not in stored:
             stored[key] = add_array(backend.to_host(array), path)
         return stored[key]
@@ -126,16 +132,6 @@ def _write(fh, members, manifest):
             with archive.open(info, "w", force_zip64=True) as member:
                 numpy.lib.format.write_array(member, host, allow_pickle=False)
         archive.writestr(zipfile.ZipInfo(MANIFEST), manifest)
-
-
-def _memory_key(array):
-    """Arrays with the same key hold the same values: the same memory seen the same way (address,
-    shape, strides, dtype, device), or, for an array type without an array interface, the same object."""
-    interface = getattr(array, "__array_interface__", None) or getattr(array, "__cuda_array_interface__", None)
-    if interface is None:
-        return id(array)
-    return (interface["data"][0], interface["shape"], interface.get("strides"), interface["typestr"],
-            backend.device_of(array))
 
 
 def _where(path):

@@ -1,5 +1,6 @@
 """PyTorch's .pt files (torch.save's zip format, PyTorch >= 1.6), read without torch and without
-running pickle code. `tg.load("model.pt")` calls this.
+running pickle code, and written so that `torch.load(path, weights_only=True)` reads them.
+`tg.load("model.pt")` and `tg.save(obj, "model.pt")` call these.
 
 Such a file is a zip archive `<name>/data.pkl` (a pickle of the saved object) plus one member
 `<name>/data/<key>` per storage (raw bytes, in the byte order of `<name>/byteorder`). The pickle
@@ -14,18 +15,27 @@ their storage's bytes after checking that size, stride and offset stay inside th
 Tensors that share a storage share memory here too (a tied weight stays tied).
 
 bfloat16 tensors load as float32 (exactly); complex and quantized tensors are refused.
+
+Writing emits the same pickle opcode by opcode (nothing of ours is pickled, so the file names
+only the globals above): dicts, lists, tuples, strings, bytes, numbers, booleans, None, and
+arrays and Tensors as tensors (NumPy scalars as Python numbers). Tensors that share memory share
+one storage, so a tied weight is stored once and PyTorch loads it tied.
 """
 import io
+import os
 import pickle
+import struct
 import zipfile
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import numpy  # host-side file I/O only: raw storage bytes; computation stays in backend.py
 
 from ..engine import backend
 from ..tensors import Tensor, from_numpy
+from .sharing import memory_key
 
-__all__ = ["is_torch_archive", "read"]
+__all__ = ["is_torch_archive", "read", "write"]
 
 # torch.<name>Storage -> the NumPy dtype of its elements ("bfloat16": read as uint16, widened)
 _STORAGES = {"DoubleStorage": "f8", "FloatStorage": "f4", "HalfStorage": "f2", "BFloat16Storage": "bfloat16",
@@ -36,6 +46,11 @@ LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."  # pickle of torch'
 
 class TorchFileError(ValueError):
     """A .pt file that cannot be read safely (the caller adds which file)."""
+
+
+def is_pytorch_path(f):
+    """Whether tg.save should write PyTorch's format to `f`: a path ending in .pt or .pth."""
+    return isinstance(f, (str, os.PathLike)) and os.fspath(f).endswith((".pt", ".pth"))
 
 
 def is_torch_archive(names):
@@ -260,3 +275,120 @@ def _contiguous_strides(size):
         strides.append(step)
         step *= max(n, 1)
     return tuple(reversed(strides))
+
+
+# ---- writing: the pickle torch.save writes, opcode by opcode -------------------------------------
+
+_STORAGE_OF = {numpy.dtype(code): name for name, code in _STORAGES.items()
+               if code not in ("bfloat16", "u1")} | {numpy.dtype("u1"): "ByteStorage"}
+
+
+def write(obj, f, where):
+    """Write `obj` to `f` (a path or a binary file object) as torch.save would, archive name "archive".
+    `where(path)` describes a key path for error messages."""
+    pickler = _Pickler(where)
+    pickler.value(obj, ())
+    pickler.out += b"."  # STOP
+    members = [("data.pkl", bytes(pickler.out)), (".format_version", b"1"), (".storage_alignment", b"64"),
+               ("byteorder", b"little")]
+    members += [(f"data/{key}", host) for key, host in pickler.storages]
+    members.append(("version", b"3\n"))
+    if hasattr(f, "write"):
+        _write_zip(f, members)
+    else:
+        with open(os.fspath(f), "wb") as fh:
+            _write_zip(fh, members)
+
+
+def _write_zip(fh, members):
+    with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members:
+            info = zipfile.ZipInfo("archive/" + name)  # fixed 1980 timestamp: same data, same bytes
+            with archive.open(info, "w", force_zip64=len(data) >= 2**31) as member:
+                member.write(data if isinstance(data, bytes) else data.reshape(-1).view(numpy.uint8).data)
+
+
+class _Pickler:
+    def __init__(self, where):
+        self.out, self.storages, self.keys, self.where = bytearray(b"\x80\x02"), [], {}, where  # PROTO 2
+
+    def value(self, v, path):
+        out = self.out
+        if isinstance(v, numpy.generic) and v.dtype.kind in "biuf":
+            v = v.item()
+        if v is None:
+            out += b"N"
+        elif v is True or v is False:
+            out += b"\x88" if v else b"\x89"
+        elif isinstance(v, int):
+            out += (b"J" + struct.pack("<i", v) if -2**31 <= v < 2**31
+                    else b"\x8a" + bytes([len(pickle.encode_long(v))]) + pickle.encode_long(v))
+        elif isinstance(v, float):
+            out += b"G" + struct.pack(">d", v)
+        elif isinstance(v, str):
+            self.string(v)
+        elif isinstance(v, bytes):  # as protocol 2 writes bytes: _codecs.encode(text, "latin1")
+            out += b"c_codecs\nencode\n"
+            self.string(v.decode("latin1"))
+            self.string("latin1")
+            out += b"\x86R"  # TUPLE2 REDUCE
+        elif isinstance(v, Tensor) or backend.is_array(v):
+            self.tensor(v, path)
+        elif isinstance(v, Mapping):
+            out += b"}"  # EMPTY_DICT
+            if v:
+                out += b"("
+                for key, item in v.items():
+                    if not (key is None or isinstance(key, (str, int, float, bool))):
+                        raise TypeError(f"save: dictionary keys must be strings or numbers, got {key!r} at "
+                                        f"{self.where(path)}")
+                    self.value(key, path)
+                    self.value(item, path + (key,))
+                out += b"u"  # SETITEMS
+        elif isinstance(v, list):
+            out += b"]"  # EMPTY_LIST
+            if v:
+                out += b"("
+                for k, item in enumerate(v):
+                    self.value(item, path + (k,))
+                out += b"e"  # APPENDS
+        elif isinstance(v, tuple):
+            out += b"("
+            for k, item in enumerate(v):
+                self.value(item, path + (k,))
+            out += b"t"
+        else:
+            raise TypeError(f"save: cannot write a {type(v).__name__} at {self.where(path)} to a PyTorch file; "
+                            "expected arrays, Tensors, numbers, strings, bytes, None, and dicts/lists/tuples of them")
+
+    def string(self, text):
+        raw = text.encode("utf-8", "surrogatepass")
+        self.out += b"X" + struct.pack("<I", len(raw)) + raw  # BINUNICODE
+
+    def tensor(self, v, path):
+        array = v.array if isinstance(v, Tensor) else v
+        requires_grad = bool(isinstance(v, Tensor) and v.requires_grad)
+        kind = _STORAGE_OF.get(numpy.dtype(array.dtype).newbyteorder("="))
+        if kind is None:
+            raise TypeError(f"save: the array at {self.where(path)} has dtype {array.dtype}, which PyTorch "
+                            "files cannot hold here (booleans, int8/16/32/64, uint8, float16/32/64 can)")
+        share = memory_key(array)
+        if share not in self.keys:  # one storage per distinct memory: a tied weight is written once
+            host = numpy.asarray(backend.to_host(array), dtype=numpy.dtype(array.dtype).newbyteorder("<"), order="C")
+            self.keys[share] = str(len(self.storages))
+            self.storages.append((self.keys[share], host))
+        device = backend.device_of(array)
+        shape = tuple(int(n) for n in array.shape)
+        out = self.out
+        out += b"ctorch._utils\n_rebuild_tensor_v2\n(("  # GLOBAL, MARK (args), MARK (persistent id)
+        self.string("storage")
+        out += b"ctorch\n" + kind.encode() + b"\n"
+        self.string(self.keys[share])
+        self.string(device if device.startswith("cuda") else "cpu")
+        self.value(int(numpy.prod(shape, dtype=numpy.int64)), path)
+        out += b"tQ"  # TUPLE, BINPERSID
+        self.value(0, path)
+        self.value(shape, path)
+        self.value(_contiguous_strides(shape), path)
+        self.value(requires_grad, path)
+        out += b"ccollections\nOrderedDict\n)RtR"  # backward hooks: OrderedDict(); TUPLE; REDUCE

@@ -30,6 +30,7 @@ import numpy  # host-side file I/O only: raw little-endian bytes; computation st
 
 from ..engine import backend
 from ..tensors import Tensor
+from .sharing import memory_key
 
 __all__ = ["load_file", "save_file"]
 
@@ -64,12 +65,13 @@ def save_file(tensors, filename, metadata=None):
         if not backend.is_array(array):
             raise TypeError(f"save_file: {name!r} is a {type(value).__name__}; .safetensors holds only arrays "
                             "(save nested checkpoints with tg.save(obj, 'checkpoint.npz'))")
-        if id(array) in first_name:  # a tied weight: once, with the alias in the metadata
+        key = memory_key(array)
+        if key in first_name:  # a tied weight: once, with the alias in the metadata
             if name in metadata:
                 raise ValueError(f"save_file: {name!r} is both a shared tensor's alias and a metadata key")
-            metadata[name] = first_name[id(array)]
+            metadata[name] = first_name[key]
             continue
-        first_name[id(array)] = name
+        first_name[key] = name
         host = backend.to_host(array)
         code = _CODES.get(host.dtype.newbyteorder("<"))
         if code is None:
