@@ -203,10 +203,20 @@ def test_pt_geometry_is_checked_against_the_storage(tmp_path):
     for offset, size, stride, numel, stored, reason in [
             (3, (2, 2), (2, 1), 6, data, "reaches element 6 of a storage of 6"),
             (0, (2, 2), (2, 1), 6, data[:20], "declares 6 FloatStorage elements .* holds 20 bytes"),
-            (0, (2,), (1, 1), 6, data, "invalid geometry")]:
+            (0, (2,), (1, 1), 6, data, "invalid geometry"),
+            (0, (200, 200), (0, 0), 6, data, "would copy more bytes than its storages hold")]:
         _pt_archive(path, _tensor_pickle(offset, size, stride, numel), [("0", stored)])
         with pytest.raises(ValueError, match=reason):
             tg.load(path)
+    _pt_archive(path, _tensor_pickle(0, (6,), (1,), 6).replace(b"cpu", b"mps"), [("0", data)])
+    with pytest.raises(RuntimeError, match="saved on 'mps', which is not available here .* map_location='cpu'"):
+        tg.load(path)
+    np.testing.assert_array_equal(tg.load(path, map_location="cpu")["w"].numpy(), np.arange(6))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:  # a zip bomb could declare any size
+        archive.writestr("archive/data.pkl", _tensor_pickle(0, (6,), (1,), 6))
+        archive.writestr("archive/data/0", data)
+    with pytest.raises(ValueError, match="is compressed"):
+        tg.load(path)
 
 
 def test_pt_formats_that_are_not_state_dicts_say_what_they_are(tmp_path):

@@ -42,6 +42,7 @@ _STORAGES = {"DoubleStorage": "f8", "FloatStorage": "f4", "HalfStorage": "f2", "
              "LongStorage": "i8", "IntStorage": "i4", "ShortStorage": "i2", "CharStorage": "i1",
              "ByteStorage": "u1", "BoolStorage": "?", "UntypedStorage": "u1"}
 LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."  # pickle of torch's pre-1.6 magic number
+MAX_PICKLE_BYTES = 64 * 2**20  # structure only: a state dict's pickle is ~100 bytes per tensor
 
 
 class TorchFileError(ValueError):
@@ -77,17 +78,33 @@ def read(archive, map_location):
         byteorder = archive.read(prefix + "byteorder").decode("ascii", "replace")
         if byteorder not in ("little", "big"):
             raise TorchFileError(f"byteorder member says {byteorder[:20]!r}")
-    unpickler = _Unpickler(io.BytesIO(archive.read(pickles[0])), archive, prefix, byteorder)
+    unpickler = _Unpickler(io.BytesIO(_read_member(archive, pickles[0], MAX_PICKLE_BYTES)), archive, prefix,
+                           byteorder)
     try:
         obj = unpickler.load()
     except TorchFileError:
         raise
     except Exception as e:  # truncated or malformed pickle, wrong argument types to our records ...
         raise TorchFileError(f"its data.pkl cannot be read ({type(e).__name__}: {str(e)[:200]})") from None
-    try:
-        return _Builder(map_location).build(obj)
+    try:  # copies of strided views may take, in all, as many bytes as the storages hold
+        return _Builder(map_location, sum(s.array.nbytes for s in unpickler.storages.values())).build(obj)
     except RecursionError:
         raise TorchFileError("its data.pkl is nested too deeply") from None
+
+
+def _read_member(archive, name, size, declared=None):
+    """The bytes of member `name`: exactly `size` bytes (at most `size` when `declared` is None),
+    stored uncompressed as torch.save writes them, so nothing allocates more than the file holds."""
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise TorchFileError(f"member {name!r} is missing") from None
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise TorchFileError(f"member {name!r} is compressed (torch.save stores its members uncompressed)")
+    if info.file_size > size or (declared is not None and info.file_size != size):
+        raise TorchFileError(f"{declared} ({size} bytes) but its member holds {info.file_size} bytes" if declared
+                             else f"member {name!r} holds {info.file_size} bytes (at most {size} are read)")
+    return archive.read(info)
 
 
 # ---- the unpickler: each allowed global records its arguments; nothing else is reachable --------
@@ -178,16 +195,10 @@ class _Unpickler(pickle.Unpickler):
         code = _STORAGES[kind.name]
         dtype = numpy.dtype("u2" if code == "bfloat16" else code).newbyteorder("<" if self.byteorder == "little"
                                                                                else ">")
-        name = f"{self.prefix}data/{key}"
-        try:
-            info = self.archive.getinfo(name)
-        except KeyError:
-            raise TorchFileError(f"storage member {name!r} is missing") from None
-        if info.file_size != numel * dtype.itemsize:
-            raise TorchFileError(f"storage {key!r} declares {numel} {kind.name} elements "
-                                 f"({numel * dtype.itemsize} bytes) but its member holds {info.file_size} bytes")
+        data = _read_member(self.archive, f"{self.prefix}data/{key}", numel * dtype.itemsize,
+                            f"storage {key!r} declares {numel} {kind.name} elements")
         storage = _Storage()
-        storage.array = numpy.frombuffer(bytearray(self.archive.read(info)), dtype=dtype)
+        storage.array = numpy.frombuffer(bytearray(data), dtype=dtype)
         storage.location, storage.bfloat16 = location, code == "bfloat16"
         self.storages[key] = storage
         return storage
@@ -196,8 +207,8 @@ class _Unpickler(pickle.Unpickler):
 # ---- from the unpickled records to dicts, lists and Tensors, checked node by node ---------------
 
 class _Builder:
-    def __init__(self, map_location):
-        self.map_location, self.memo = map_location, {}
+    def __init__(self, map_location, budget):
+        self.map_location, self.memo, self.budget = map_location, {}, budget
 
     def build(self, obj):
         if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
@@ -238,6 +249,10 @@ class _Builder:
         elif stride == _contiguous_strides(size):  # a view: tensors of one storage share memory
             host = source[offset:offset + count].reshape(size)
         else:
+            self.budget -= count * source.itemsize
+            if self.budget < 0:
+                raise TorchFileError(f"its strided tensors (size {size}, stride {stride}, ...) would copy more bytes "
+                                     "than its storages hold; save them .contiguous()")
             host = numpy.lib.stride_tricks.as_strided(source[offset:], size,
                                                       tuple(s * source.itemsize for s in stride)).copy()
         if storage.bfloat16:  # the top 16 bits of a float32
@@ -257,16 +272,16 @@ class _Builder:
 
     @staticmethod
     def device(location):
-        if location == "cpu" or not location.startswith("cuda"):
-            if location != "cpu":
-                raise RuntimeError(f"load: the file holds tensors saved on {location[:40]!r}; pass "
-                                   "map_location='cpu' to load them on the CPU")
+        """Where a tensor saved on `location` goes without map_location: there, if it exists here."""
+        if location == "cpu":
             return "cpu"
         try:
+            if not location.startswith("cuda"):
+                raise ValueError("only cpu and cuda devices exist here")
             return backend.parse_device(location)
         except (ValueError, RuntimeError) as e:
-            raise RuntimeError(f"load: the file holds tensors saved on {location[:40]}, which is not available "
-                               f"here; pass map_location='cpu' to load them on the CPU ({e})") from None
+            raise RuntimeError(f"load: the file holds tensors saved on {location[:40]!r}, which is not available "
+                               f"here ({e}); pass map_location='cpu' to load them on the CPU") from None
 
 
 def _contiguous_strides(size):
