@@ -22,6 +22,7 @@ arrays and Tensors as tensors (NumPy scalars as Python numbers). Tensors that sh
 one storage, so a tied weight is stored once and PyTorch loads it tied.
 """
 import io
+import math
 import os
 import pickle
 import struct
@@ -245,7 +246,7 @@ class _Builder:
             raise TorchFileError(f"a tensor of size {size}, stride {stride} and offset {offset} reaches element "
                                  f"{last} of a storage of {source.size}")
         if count == 0:
-            host = numpy.zeros(size, source.dtype)
+            host = numpy.empty(size, source.dtype)
         elif stride == _contiguous_strides(size):  # a view: tensors of one storage share memory
             host = source[offset:offset + count].reshape(size)
         else:
@@ -400,7 +401,7 @@ class _Pickler:
         out += b"ctorch\n" + kind.encode() + b"\n"
         self.string(self.keys[share])
         self.string(device if device.startswith("cuda") else "cpu")
-        self.value(int(numpy.prod(shape, dtype=numpy.int64)), path)
+        self.value(math.prod(shape), path)
         out += b"tQ"  # TUPLE, BINPERSID
         self.value(0, path)
         self.value(shape, path)

@@ -59,8 +59,8 @@ def save_file(tensors, filename, metadata=None):
         raise TypeError("save_file: metadata must map strings to strings")
     header, blobs, offset, first_name = {}, [], 0, {}
     for name, value in tensors.items():
-        if not isinstance(name, str):
-            raise TypeError(f"save_file: names must be strings, got {name!r}")
+        if not isinstance(name, str) or name == "__metadata__":
+            raise TypeError(f"save_file: names must be strings other than '__metadata__', got {name!r}")
         array = value.array if isinstance(value, Tensor) else value
         if not backend.is_array(array):
             raise TypeError(f"save_file: {name!r} is a {type(value).__name__}; .safetensors holds only arrays "
