@@ -238,7 +238,8 @@ def test_pt_files_written_here_round_trip(tmp_path):
              "raw": b"\x00\xff", "betas": (0.9, 0.999), "ids": [1, None, True], "grad": tg.ones(2, requires_grad=True),
              "mask": np.array([True, False]), "half": np.ones(3, np.float16), "empty": {}}
     tg.save(state, tmp_path / "m.pt")
-    tg.save(state, tmp_path / "again.pt")
+    with open(tmp_path / "again.pt", "wb") as f:  # a file opened on a .pt path: the same format
+        tg.save(state, f)
     assert (tmp_path / "m.pt").read_bytes() == (tmp_path / "again.pt").read_bytes()
     out = tg.load(tmp_path / "m.pt")
     weights = out["model"]

@@ -56,13 +56,16 @@ def save(obj, f):
     `f` is a path (written exactly there; no ".npz" is appended) or a binary file object
     opened for writing. Every value is checked before anything is written. The same object
     gives the same bytes. An array or Tensor reached under several keys (a tied weight) is
-    stored once and loads back as one shared object. The suffix of a path picks another format:
-    ".safetensors" (a flat {name: array or Tensor} dict; io/safetensors.py), ".pt" or ".pth"
-    (PyTorch's, for torch.load(path, weights_only=True); io/pytorch.py).
+    stored once and loads back as one shared object. The suffix of the path (or of the name of
+    a file opened on one) picks another format: ".safetensors" (a flat {name: array or Tensor}
+    dict; io/safetensors.py), ".pt" or ".pth" (PyTorch's, for torch.load(path,
+    weights_only=True); io/pytorch.py).
     """
-    if isinstance(f, (str, os.PathLike)) and os.fspath(f).endswith(".safetensors"):
+    name = f if isinstance(f, (str, os.PathLike)) else getattr(f, "name", None)  # a file opened on a path
+    name = os.fspath(name) if isinstance(name, (str, os.PathLike)) else ""
+    if name.endswith(".safetensors"):
         return safetensors.save_file(obj, f)
-    if pytorch.is_pytorch_path(f):
+    if name.endswith((".pt", ".pth")):
         return pytorch.write(obj, f, _where)
     members, names, stored = [], set(), {}
 

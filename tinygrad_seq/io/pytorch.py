@@ -50,11 +50,6 @@ class TorchFileError(ValueError):
     """A .pt file that cannot be read safely (the caller adds which file)."""
 
 
-def is_pytorch_path(f):
-    """Whether tg.save should write PyTorch's format to `f`: a path ending in .pt or .pth."""
-    return isinstance(f, (str, os.PathLike)) and os.fspath(f).endswith((".pt", ".pth"))
-
-
 def is_torch_archive(names):
     """Whether the zip member names are those of a torch.save archive."""
     return any(n.count("/") == 1 and n.endswith("/data.pkl") for n in names)
