@@ -1,5 +1,5 @@
 """engine/backend.py is the only module that touches NumPy or CuPy: the rest of the package asks it
-(io/checkpoint.py reads and writes the .npy format on the host).
+(the file formats of io/ read and write raw bytes on the host).
 
 The check reads the source: imports are found with `ast` (import numpy, import numpy as np,
 from numpy import ..., from cupy..., importlib.import_module("numpy"), __import__("cupy")) and
@@ -19,13 +19,16 @@ FORBIDDEN_MODULES = {"numpy", "cupy", "cupyx"}
 ATTRIBUTE_USE = re.compile(r"(?<![\w.])(np|numpy|cupy|cupyx|cp)\s*\.\s*[A-Za-z_]")
 
 
-# io/checkpoint.py reads and writes the .npy format on the host: these NumPy names and nothing else
-SERIALIZATION_NUMPY = re.compile(r"numpy\.(lib\.format(\.\w+)?|frombuffer|asarray|generic)\b")
+# io/'s file formats (.npy, .safetensors, PyTorch's storages) turn raw host bytes into arrays and
+# back: these NumPy names and nothing else
+SERIALIZATION_NUMPY = re.compile(r"numpy\.(lib\.format(\.\w+)?|lib\.stride_tricks\.as_strided|frombuffer|asarray|"
+                                 r"empty|dtype|generic|uint8|uint32|float32)\b")
+FILE_FORMATS = ("io/checkpoint.py", "io/safetensors.py", "io/pytorch.py")
 
 
 def modules():
     files = sorted(p for p in PACKAGE.rglob("*.py")
-                   if p.relative_to(PACKAGE).as_posix() not in ("engine/backend.py", "io/checkpoint.py"))
+                   if p.relative_to(PACKAGE).as_posix() not in ("engine/backend.py",) + FILE_FORMATS)
     assert files, f"no sources found under {PACKAGE}"
     return files
 
@@ -66,14 +69,15 @@ def test_only_backend_imports_or_calls_numpy_and_cupy(path):
     assert not forbidden_attributes(source), f"{path.name} uses {forbidden_attributes(source)}"
 
 
-def test_serialization_uses_numpy_only_for_the_npy_file_format():
-    source = (PACKAGE / "io" / "checkpoint.py").read_text()
+@pytest.mark.parametrize("name", FILE_FORMATS)
+def test_serialization_uses_numpy_only_for_the_file_formats(name):
+    source = (PACKAGE / name).read_text()
     assert [line for line in forbidden_imports(source) if not line.endswith(": numpy")] == []
     uses = forbidden_attributes(source)
-    assert uses, "io/checkpoint.py was expected to use numpy's .npy reader/writer"
+    assert uses, f"{name} was expected to use numpy for its file format"
     for line in uses:
         code = line.split(": ", 1)[1].replace(" ", "")
-        assert not ATTRIBUTE_USE.search(SERIALIZATION_NUMPY.sub("", code)), f"io/checkpoint.py computes with NumPy: {line}"
+        assert not ATTRIBUTE_USE.search(SERIALIZATION_NUMPY.sub("", code)), f"{name} computes with NumPy: {line}"
 
 
 @pytest.mark.parametrize("snippet", ["import numpy", "import numpy as np", "from numpy import ndarray",

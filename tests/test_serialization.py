@@ -176,7 +176,7 @@ def test_map_location(workdir, device):
     assert on_cpu["t"].device == "cpu" and type(on_cpu["a"]) is np.ndarray
     moved = serialization.load(workdir / "devices.npz", map_location=device)
     assert moved["t"].device == t.device and tg.engine.backend.device_of(moved["host"]) == t.device
-    with pytest.raises(TypeError, match="map_location must be a device string"):
+    with pytest.raises(TypeError, match="map_location must be a device such as"):
         serialization.load(workdir / "devices.npz", map_location={"cuda:0": "cpu"})
     with pytest.raises(ValueError, match="unknown device"):
         serialization.load(workdir / "devices.npz", map_location="tpu")
@@ -299,7 +299,7 @@ def test_raw_pickle_file(workdir):
     marker = workdir / "marker_raw_pickle"
     path = workdir / "model.npz"
     path.write_bytes(pickle.dumps({"w": Payload(marker)}))
-    with invalid(path):
+    with pytest.raises(ValueError, match="is a pickle .* not read here because unpickling can run code"):
         serialization.load(path)
     assert not marker.exists()
     pickle.loads(path.read_bytes())  # control
@@ -405,7 +405,7 @@ def test_corrupted_array_data_fails_the_checksum(workdir):
 def test_random_bytes(workdir, data):
     path = workdir / "random.bin"
     path.write_bytes(data)
-    with invalid(path):
+    with pytest.raises(ValueError, match=f"load: {str(path)!s} is (not a valid|a pickle|a PyTorch file)"):
         serialization.load(path)
 
 

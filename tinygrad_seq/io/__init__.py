@@ -1,4 +1,6 @@
-"""Files: save/load of nested checkpoints as .npz + a JSON manifest, never pickle (checkpoint.py)."""
+"""Files: tg.save / tg.load (checkpoint.py: nested checkpoints as .npz + a JSON manifest, and the
+choice of format), .safetensors (safetensors.py) and PyTorch's .pt (pytorch.py); never pickle."""
+from . import pytorch, safetensors
 from .checkpoint import load, save
 
-__all__ = ["load", "save"]
+__all__ = ["load", "pytorch", "safetensors", "save"]

@@ -1,4 +1,6 @@
-"""save / load of checkpoints as .npz files (NumPy's zip of .npy arrays), never pickle.
+"""save / load of checkpoints as .npz files (NumPy's zip of .npy arrays), never pickle; and the
+choice of format: `save` by the path's suffix (.safetensors, .pt/.pth, else .npz), `load` by the
+file's first bytes (io/safetensors.py, io/pytorch.py).
 
     tg.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 7,
              "rng": tg.get_rng_state()}, "checkpoint.npz")
@@ -34,6 +36,8 @@ import numpy  # host-side file I/O only: the .npy format; computation stays in b
 
 from ..engine import backend
 from ..tensors import Tensor
+from . import pytorch, safetensors
+from .sharing import memory_key
 
 __all__ = ["save", "load"]
 
@@ -51,9 +55,19 @@ def save(obj, f):
 
     `f` is a path (written exactly there; no ".npz" is appended) or a binary file object
     opened for writing. Every value is checked before anything is written. The same object
-    gives the same bytes.
+    gives the same bytes. An array or Tensor reached under several keys (a tied weight) is
+    stored once and loads back as one shared object. The suffix of the path (or of the name of
+    a file opened on one) picks another format: ".safetensors" (a flat {name: array or Tensor}
+    dict; io/safetensors.py), ".pt" or ".pth" (PyTorch's, for torch.load(path,
+    weights_only=True); io/pytorch.py).
     """
-    members, names = [], set()
+    name = f if isinstance(f, (str, os.PathLike)) else getattr(f, "name", None)  # a file opened on a path
+    name = os.fspath(name) if isinstance(name, (str, os.PathLike)) else ""
+    if name.endswith(".safetensors"):
+        return safetensors.save_file(obj, f)
+    if name.endswith((".pt", ".pth")):
+        return pytorch.write(obj, f, _where)
+    members, names, stored = [], set(), {}
 
     def add_array(host, path):
         if host.dtype.hasobject or host.dtype.kind not in "biufc":
@@ -76,10 +90,10 @@ def save(obj, f):
         if value is None or isinstance(value, (bool, int, float)):
             return value
         if isinstance(value, Tensor):
-            return {"tensor": add_array(backend.to_host(value.array), path), "device": value.device,
+            return {"tensor": add_shared(value.array, path), "device": value.device,
                     "requires_grad": bool(value.requires_grad)}
         if backend.is_array(value):
-            return {"array": add_array(backend.to_host(value), path), "device": backend.device_of(value)}
+            return {"array": add_shared(value, path), "device": backend.device_of(value)}
         if isinstance(value, Mapping):
             items = []
             for key, item in value.items():
@@ -91,8 +105,20 @@ def save(obj, f):
         if isinstance(value, (list, tuple)):
             return {"list" if isinstance(value, list) else "tuple":
                     [encode(item, path + (k,)) for k, item in enumerate(value)]}
+        hint = ""
+        if callable(getattr(value, "state_dict", None)):  # a Module, an optimizer, a scheduler
+            obj = "model" if hasattr(value, "parameters") else "obj"
+            hint = (f" (whole objects are not saved: that would need pickle). Save its state instead, "
+                    f"tg.save({obj}.state_dict(), path), and load it into a new {type(value).__name__} with "
+                    f"{obj}.load_state_dict(tg.load(path))")
         raise TypeError(f"save: cannot save a {type(value).__name__} at {_where(path)}; expected arrays, "
-                        "Tensors, numbers, strings, bools, None, and dicts/lists/tuples of them")
+                        "Tensors, numbers, strings, bools, None, and dicts/lists/tuples of them" + hint)
+
+    def add_shared(array, path):  # the same memory seen again (a tied weight) is stored once
+        key = memory_key(array)
+        if key not in stored:
+            stored[key] = add_array(backend.to_host(array), path)
+        return stored[key]
 
     manifest = json.dumps({"format": FORMAT, "version": 1, "root": encode(obj, ())}).encode()
     if hasattr(f, "write"):
@@ -117,18 +143,26 @@ def _where(path):
 
 # ---- load ----------------------------------------------------------------------------------
 
-def load(f, map_location=None):
-    """Read what save() wrote from a path or a binary file object (see the module docstring).
+def load(f, map_location=None, *, weights_only=None):
+    """Read a file from a path or a binary file object: what save() wrote (see the module
+    docstring), a .safetensors file ({name: array}), or a PyTorch .pt file written by
+    torch.save (PyTorch >= 1.6), read without torch and without running pickle code (tensors
+    as Tensors; see io/pytorch.py). The format is told by the file's first bytes.
 
     map_location: None (each array or Tensor back on the device it was saved from), or a
-    device string ("cpu", "cuda", "cuda:N") for all of them. A malformed or hostile file
-    raises ValueError("load: <file> is not a valid tinygrad_seq .npz file: <reason>");
+    device ("cpu", "cuda", "cuda:N") for all of them. weights_only is accepted for code
+    written for PyTorch and changes nothing: no format read here can hold code. A malformed
+    or hostile file raises ValueError("load: <file> is not a valid ... file: <reason>");
     a missing file raises FileNotFoundError.
     """
+    if weights_only not in (None, True, False):
+        raise TypeError(f"load: weights_only must be a bool, got {weights_only!r}")
     if map_location is not None:
+        if not isinstance(map_location, str) and hasattr(map_location, "type"):  # a device object
+            map_location = str(map_location)
         if not isinstance(map_location, str):
-            raise TypeError(f"load: map_location must be a device string such as 'cpu' or 'cuda:0', "
-                            f"got {type(map_location).__name__}")
+            raise TypeError(f"load: map_location must be a device such as 'cpu' or 'cuda:0', "
+                            f"got {type(map_location).__name__} (dicts and functions are not supported)")
         map_location = backend.parse_device(map_location)
     if hasattr(f, "read"):
         label = getattr(f, "name", None) or "<file object>"
@@ -147,6 +181,29 @@ def _seekable(f):
 
 
 def _load(fh, label, map_location):
+    start = fh.tell()
+    head = fh.read(16)
+    fh.seek(start)
+    if head[8:9] == b"{":
+        try:
+            return safetensors.read(fh, map_location or "cpu")
+        except safetensors.SafetensorsError as e:
+            raise ValueError(f"load: {label} is not a valid .safetensors file: {e}") from None
+    if head.startswith(pytorch.LEGACY_MAGIC):
+        raise ValueError(f"load: {label} is a PyTorch file in the legacy format (before PyTorch 1.6), a bare pickle, "
+                         "which is not read here because unpickling can run code; re-save it with a recent PyTorch "
+                         "(torch.save(torch.load(path), path)) or as .safetensors")
+    if head[:1] == b"\x80":
+        raise ValueError(f"load: {label} is a pickle (pickle.dump), which is not read here because unpickling can run "
+                         "code; save arrays with tg.save, numpy.savez or as .safetensors")
+    if head.startswith(b"PK") and _is_torch_archive(fh):
+        fh.seek(start)
+        with zipfile.ZipFile(fh) as archive:
+            try:
+                return pytorch.read(archive, map_location)
+            except pytorch.TorchFileError as e:
+                raise ValueError(f"load: {label} is a PyTorch .pt file that cannot be read here: {e}") from None
+    fh.seek(start)
     try:
         arrays, manifest = _read_archive(fh)
         if manifest is None:  # NumPy's savez, or a flat state dict
@@ -154,6 +211,14 @@ def _load(fh, label, map_location):
         return _decode_manifest(manifest, arrays, map_location)
     except _Invalid as e:
         raise ValueError(f"load: {label} is not a valid tinygrad_seq .npz file: {e}") from None
+
+
+def _is_torch_archive(fh):
+    try:
+        with zipfile.ZipFile(fh) as archive:
+            return pytorch.is_torch_archive(archive.namelist())
+    except Exception:  # not a readable zip: the .npz reader says why
+        return False
 
 
 class _Invalid(Exception):
@@ -232,12 +297,13 @@ def _decode_manifest(raw, arrays, map_location):
     if manifest["version"] != 1:
         raise _Invalid(f"manifest version {manifest['version']!r} is not supported (this version reads 1)")
     try:
-        return _decode(manifest["root"], arrays, map_location)
+        return _decode(manifest["root"], arrays, map_location, {})
     except RecursionError:
         raise _Invalid("manifest is nested too deeply") from None
 
 
-def _decode(node, arrays, map_location):
+def _decode(node, arrays, map_location, memo):
+    """The value of a manifest node; memo gives a member read twice (a tied weight) as one object."""
     if node is None or isinstance(node, (bool, str, int, float)):
         return node
     if isinstance(node, list) or not isinstance(node, dict):
@@ -249,7 +315,7 @@ def _decode(node, arrays, map_location):
     if tag in ("list", "tuple"):
         if not isinstance(body, list):
             raise _Invalid(f"manifest {tag} node holds a {type(body).__name__}")
-        items = [_decode(item, arrays, map_location) for item in body]
+        items = [_decode(item, arrays, map_location, memo) for item in body]
         return items if tag == "list" else tuple(items)
     if tag == "dict":
         if not isinstance(body, list):
@@ -261,7 +327,7 @@ def _decode(node, arrays, map_location):
                 raise _Invalid("manifest dict entries must be [key, value] with a string or integer key")
             if pair[0] in out:
                 raise _Invalid(f"manifest dict has the key {pair[0]!r} twice")
-            out[pair[0]] = _decode(pair[1], arrays, map_location)
+            out[pair[0]] = _decode(pair[1], arrays, map_location, memo)
         return out
     if not isinstance(body, str) or body not in arrays:
         raise _Invalid(f"manifest refers to an array member {str(body)[:80]!r} that the archive does not hold")
@@ -283,14 +349,16 @@ def _decode(node, arrays, map_location):
                                f"here; pass map_location='cpu' to load them on the CPU ({e})") from None
     else:
         device = map_location
-    if tag == "array":
-        return _place(host, device, None)
     requires_grad = node.get("requires_grad", False)
     if not isinstance(requires_grad, bool):
         raise _Invalid(f"member {body!r} has a requires_grad that is not a bool")
     if requires_grad and host.dtype.kind not in "fc":
         raise _Invalid(f"member {body!r} requires grad but has dtype {host.dtype}")
-    return Tensor(host, device=device, requires_grad=requires_grad)
+    key = (tag, body, device, requires_grad)
+    if key not in memo:
+        memo[key] = (_place(host, device, None) if tag == "array"
+                     else Tensor(host, device=device, requires_grad=requires_grad))
+    return memo[key]
 
 
 def _place(host, device, map_location):

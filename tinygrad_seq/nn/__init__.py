@@ -20,3 +20,4 @@ from .attention import AdditiveAttention, AttentionDecoderCell, BilinearAttentio
 from .cell_zoo import CellWrapper, LayerNormLSTMCell, PeepholeLSTMCell, VariationalDropout, Zoneout
 from . import tbptt
 from .tbptt import TBPTT, run_with_resets
+from . import modules  # PyTorch's paths: nn.modules.rnn.LSTM, ...

@@ -275,9 +275,14 @@ class Module:
     def state_dict(self):
         """{dotted name: NumPy array copy} of parameters and persistent buffers, with PyTorch's key names
         in PyTorch's order (module by module: its parameters, its buffers, then its children's; a tied
-        parameter under every name it has, as PyTorch lists it)."""
-        return {name: backend.to_host(t.array).copy()
-                for name, t in self._state_tensors()}
+        parameter under every name it has, as PyTorch lists it, all its names sharing one copy as
+        PyTorch's share one storage, so tg.save stores it once)."""
+        copies, out = {}, {}
+        for name, t in self._state_tensors():
+            if id(t) not in copies:
+                copies[id(t)] = backend.to_host(t.array).copy()
+            out[name] = copies[id(t)]
+        return out
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters in place (cast to each parameter's dtype).

@@ -1,0 +1,4 @@
+"""torch.nn.modules.distance"""
+from .. import CosineSimilarity, PairwiseDistance
+
+__all__ = ["CosineSimilarity", "PairwiseDistance"]

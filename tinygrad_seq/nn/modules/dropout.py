@@ -1,0 +1,4 @@
+"""torch.nn.modules.dropout"""
+from .. import Dropout, Dropout1d, Dropout2d
+
+__all__ = ["Dropout", "Dropout1d", "Dropout2d"]

@@ -1,0 +1,4 @@
+"""torch.nn.modules.module"""
+from .. import Module
+
+__all__ = ["Module"]

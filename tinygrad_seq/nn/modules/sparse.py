@@ -1,0 +1,4 @@
+"""torch.nn.modules.sparse"""
+from .. import Embedding
+
+__all__ = ["Embedding"]
