@@ -675,3 +675,46 @@ def test_an_index_array_made_at_each_step_falls_back():
             return (h @ self.w)[rows].tanh() + x
     with pytest.warns(capture.FallbackWarning, match="an array it makes at each step"):
         nn.Recurrent(Picked("none"))(tg.randn(5, 2, 3, dtype="float64"))
+
+
+class Peaked(nn.Module):
+    """softmax and logsumexp of the step input, whose largest entry moves after the recorded steps."""
+    hidden_size = 3
+
+    def initial_state(self, batch_size):
+        return tg.zeros(batch_size, 3, dtype="float64")
+
+    def forward(self, x, h):
+        z = x * 1000.0 + h
+        return z.softmax(-1) + z.logsumexp(-1, keepdims=True) * 1e-3
+
+
+def test_softmax_and_logsumexp_in_a_step_are_captured_and_follow_the_data():
+    x = np.zeros((6, 2, 3))
+    x[:2, :, 0], x[2:, :, 1] = 1.0, 1.0
+    with counted() as seen:
+        captured = run(nn.Recurrent(Peaked()), x)
+    assert seen["captured"] == 1, seen
+    assert_same(captured, run(nn.Recurrent(Peaked()), x, eager=True))
+    assert captured["output"][-1, 0, 1] > 0.99  # the moved peak, not the recorded one
+
+
+def test_an_lstm_cell_first_used_inside_a_recorded_step_is_captured():
+    from tinygrad_seq.nn import cells
+    cells._gate_scales.cache_clear()
+
+    class Wrapped(nn.Module):
+        hidden_size = 4
+
+        def __init__(self):
+            self.cell = nn.LSTMCell(3, 4, dtype="float64")
+
+        def initial_state(self, batch_size):
+            return self.cell.initial_state(batch_size)
+
+        def forward(self, x, state):
+            return self.cell(x, state)
+
+    with counted() as seen:
+        nn.Recurrent(Wrapped())(tg.randn(5, 2, 3, dtype="float64"))
+    assert seen["captured"] == 1, seen

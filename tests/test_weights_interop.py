@@ -370,7 +370,7 @@ def test_nn_modules_gives_pytorchs_paths():
     torch = pytest.importorskip("torch")
     import importlib
     for name in ("activation", "container", "dropout", "flatten", "linear", "loss", "module", "normalization",
-                 "rnn", "sparse", "batchnorm"):
+                 "rnn", "sparse", "batchnorm", "distance"):
         theirs = importlib.import_module(f"torch.nn.modules.{name}")
         ours = getattr(tg.nn.modules, name, None)
         for cls in getattr(theirs, "__all__", []):

@@ -9,7 +9,7 @@ cell API and runs the same step.
 """
 import functools
 
-from ..tensors import full, zeros
+from ..tensors import Tensor, zeros
 from . import init
 from .module import Module, Parameter, check_input
 
@@ -174,9 +174,9 @@ class ProjectedLSTMCell(LSTMCell):
 @functools.lru_cache(maxsize=32)
 def _gate_scales(hidden_size, dtype, device):
     """LSTMCell.step's `scale` and `shift` (constants, made once per size, dtype and device)."""
-    scale = full((4 * hidden_size,), 0.5, dtype=dtype, device=device)
-    scale[2 * hidden_size:3 * hidden_size] = 1.0
-    return scale, 1.0 - scale
+    H = hidden_size  # made from a list, not written in place: a first call inside a recorded step stays capturable
+    scale = Tensor([0.5] * (2 * H) + [1.0] * H + [0.5] * H, dtype=dtype, device=device)
+    return scale, Tensor([0.5] * (2 * H) + [0.0] * H + [0.5] * H, dtype=dtype, device=device)
 
 
 class GRUCell(RNNCellBase):

@@ -9,10 +9,12 @@ from ..tensors import Tensor, full, where
 from ..tensors.elementwise import call
 from ..tensors.functions import broadcast_tensors
 from .cells import GRUCell, LSTMCell, RNNCell
+from .dropout import dropout1d, dropout2d
+from .normalization import batch_norm
 from ..tensors.fused import CrossEntropy, Erf, NLLLoss
 
-__all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "celu", "cosine_similarity", "cross_entropy",
-           "dropout", "elu", "embedding", "gelu", "glu", "gru_cell", "hardsigmoid", "hardswish", "hardtanh",
+__all__ = ["batch_norm", "binary_cross_entropy", "binary_cross_entropy_with_logits", "celu", "cosine_similarity", "cross_entropy",
+           "dropout", "dropout1d", "dropout2d", "elu", "embedding", "gelu", "glu", "gru_cell", "hardsigmoid", "hardswish", "hardtanh",
            "huber_loss", "kl_div", "l1_loss", "layer_norm", "leaky_relu", "linear", "log_softmax", "logsigmoid",
            "logsumexp", "lstm_cell", "margin_ranking_loss", "mish", "mse_loss", "nll_loss", "normalize", "one_hot",
            "pad", "pairwise_distance", "prelu", "relu", "relu6", "rnn_cell", "selu", "sigmoid", "silu",

@@ -451,8 +451,8 @@ class TensorMethods:
             with backend.ignore_float_errors():
                 return x.exp().sum(axes, keepdims=keepdims).log()
         shift = x.detach().amax(axes, keepdims=True)
-        shift = self._make(backend.array_namespace(shift._data).where(  # infinities: shift by 0
-            backend.array_namespace(shift._data).isfinite(shift._data), shift._data, 0), None, 0)
+        shift = ops.Where.apply(ops.Call.apply(shift, name="isfinite"), shift, 0.0)  # infinities: shift by 0 (ops,
+        # so that a captured step computes it at every step)
         out = (x - shift)._exp_nonpositive().sum(axes, keepdims=True).log() + shift
         return out if keepdims else out.reshape(()) if axes is None else out.squeeze(axes)
 
@@ -460,7 +460,8 @@ class TensorMethods:
         """exp(z) for z <= 0, exactly 0 where it is negligible next to 1 in z's dtype (exp(-40) ~ 4e-18 in
         float32): exp, and products with its gradient, stay clear of underflow. NaN stays NaN."""
         floor = fused.EXP_FLOOR.get(self.dtype.itemsize, -200.0)
-        return ops.Where.apply(~(self._data <= floor), self.clip(min=floor).exp(), 0.0)
+        negligible = ops.Call.apply(self.detach(), floor, name="less_equal")  # an op: a captured step replays it
+        return ops.Where.apply(negligible, 0.0, self.clip(min=floor).exp())
 
     def softmax(self, axis=-1, *, dim=None):
         """exp(x - max) / sum(exp(x - max)) along one axis."""

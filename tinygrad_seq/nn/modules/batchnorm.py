@@ -1,4 +1,4 @@
 """torch.nn.modules.batchnorm"""
-from .. import BatchNorm1d
+from ..normalization import BatchNorm1d
 
 __all__ = ["BatchNorm1d"]

@@ -1,4 +1,4 @@
 """torch.nn.modules.container"""
-from .. import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
+from ..containers import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 
 __all__ = ["ModuleDict", "ModuleList", "ParameterDict", "ParameterList", "Sequential"]

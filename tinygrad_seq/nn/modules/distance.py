@@ -1,4 +1,4 @@
 """torch.nn.modules.distance"""
-from .. import CosineSimilarity, PairwiseDistance
+from ..distance import CosineSimilarity, PairwiseDistance
 
 __all__ = ["CosineSimilarity", "PairwiseDistance"]

@@ -1,4 +1,5 @@
 """torch.nn.modules.dropout"""
-from .. import Dropout, Dropout1d, Dropout2d
+from ..dropout import Dropout1d, Dropout2d
+from ..layers import Dropout
 
 __all__ = ["Dropout", "Dropout1d", "Dropout2d"]

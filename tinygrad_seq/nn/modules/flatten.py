@@ -1,4 +1,5 @@
 """torch.nn.modules.flatten"""
-from .. import Flatten, Unflatten
+from ..activation import Flatten
+from ..layers import Unflatten
 
 __all__ = ["Flatten", "Unflatten"]

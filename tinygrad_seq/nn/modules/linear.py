@@ -1,4 +1,5 @@
 """torch.nn.modules.linear"""
-from .. import Identity, Linear
+from ..activation import Identity
+from ..layers import Linear
 
 __all__ = ["Identity", "Linear"]

@@ -1,4 +1,4 @@
 """torch.nn.modules.module"""
-from .. import Module
+from ..module import Module
 
 __all__ = ["Module"]

@@ -1,4 +1,4 @@
 """torch.nn.modules.normalization"""
-from .. import LayerNorm
+from ..layers import LayerNorm
 
 __all__ = ["LayerNorm"]

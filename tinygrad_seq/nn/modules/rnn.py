@@ -1,4 +1,5 @@
 """torch.nn.modules.rnn"""
-from .. import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNBase, RNNCell, RNNCellBase
+from ..cells import GRUCell, LSTMCell, RNNCell, RNNCellBase
+from ..recurrent import GRU, LSTM, RNN, RNNBase
 
 __all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNBase", "RNNCell", "RNNCellBase"]

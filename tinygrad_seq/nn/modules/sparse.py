@@ -1,4 +1,4 @@
 """torch.nn.modules.sparse"""
-from .. import Embedding
+from ..layers import Embedding
 
 __all__ = ["Embedding"]
