@@ -373,9 +373,11 @@ def plot_exploding(plt, path, runs, args):
         axes[1].semilogy(steps, history["grad_norm"], label=name)
         axes[2].semilogy(steps, history["update_norm"], label=name)
     axes[2].axhline(args.explode_lr * args.max_norm, color="grey", ls=":", label="lr * max_norm")
-    for ax, title in zip(axes, ("training loss", "gradient norm (before clipping)", "update norm ||Δθ||")):
+    for ax, title, ylabel in zip(axes, ("training loss", "gradient norm (before clipping)", "update norm"),
+                                 ("cross-entropy", r"$\|g\|$ (log scale)", r"$\|\Delta\theta\|$ (log scale)")):
         ax.set_title(title)
         ax.set_xlabel("SGD step")
+        ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
     fig.suptitle(f"RNN with spectral radius {args.rho:g}, T = {args.explode_length}, lr = {args.explode_lr:g}")
     save_figure(fig, path, dpi=110)
