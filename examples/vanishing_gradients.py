@@ -13,7 +13,7 @@ state at every step t, and the plot shows it relative to the last step, on a log
   with PyTorch's init start half-open (forget gate ~ 1/2) and lose it too; with chrono
   gate biases (dashed) they start with long memory.
 * after training on the task, the gated cells have learned to keep their memory path
-  open and the gradient reaches t = 0 almost undiminished; the RNN has not (and could
+  open and orders of magnitude more of the gradient reaches t = 0; the RNN has not (and could
   not: a tanh latch that holds a bit is a contracting attractor, which is exactly what
   makes gradients vanish; Bengio, Simard & Frasconi, 1994).
 
