@@ -9,9 +9,11 @@ the run wrote, its wall-clock and CPU time, and the machine's load average befor
 tests/test_readme_figures.py fails when the README and those files disagree.
 
     python tools/readme_figures.py                  # rewrite the README's figures from examples/results
-    python tools/readme_figures.py --run NAME ...   # re-measure: run NAME's commands, one at a time,
-                                                    # save examples/results/NAME.json, rewrite the README
-    python tools/readme_figures.py --run all        # every example (about 10 minutes on two idle cores)
+    python tools/readme_figures.py --run NAME ...   # re-measure: run NAME's commands one at a time (with
+                                                    # --no-progress and a temporary --out), save
+                                                    # examples/results/NAME.json, rewrite the README
+    python tools/readme_figures.py --run all        # every example: minutes on two idle cores, far longer
+                                                    # on a busy machine
 
 What is kept of each run and how it reads in the README is defined per example below
 (EXAMPLES): when an example's metrics or message change, change its entry and re-run it.
@@ -103,7 +105,8 @@ def binary_cell(runs):
                          + (f" ({sum(e['accuracy']) / len(e['accuracy']):.2f})" if means else "")
                          for model, e in row.items())
     default, more = runs["default"], runs["more seeds"]
-    return (f"recall at N=50, seeds solved (mean accuracy): {counts(default, 'recall 50')}; over "
+    return (f"recall at N=50, seeds solved (held-out accuracy ≥ {default['figures']['solved_at']:g}; mean "
+            f"accuracy): {counts(default, 'recall 50')}; over "
             f"{more['figures']['seeds']} more seeds (`{' '.join(BINARY_MORE_SEEDS)}`): "
             f"{counts(more, 'recall 50', means=False)}; parity L=4: {counts(default, 'parity 4', means=False)}; "
             f"{took(runs)} (the {more['figures']['seeds']} seeds: {took(runs, 'more seeds')})")
