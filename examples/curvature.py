@@ -130,11 +130,13 @@ def plot(path, history, args):
     left.plot(history["step"], history["sharpness"], "o-", label=r"$\lambda_{max}$ of the Hessian")
     left.axhline(2 / args.lr, color="grey", ls="--", label=f"2 / lr = {2 / args.lr:g}")
     left.set_xlabel("gradient descent step")
+    left.set_ylabel(r"$\lambda_{max}$ (largest Hessian eigenvalue)")
     left.set_title("sharpness (power iteration on Hessian-vector products)")
     left.legend(fontsize=8)
     right.plot(history["loss_step"], history["loss"])
     right.set_yscale("log")
     right.set_xlabel("gradient descent step")
+    right.set_ylabel("cross-entropy (log scale)")
     right.set_title("training loss (full batch)")
     fig.suptitle(f"LSTM(2, {args.hidden}) on recall over T = {args.length}, {args.examples} sequences, "
                  f"lr = {args.lr:g}")
@@ -180,6 +182,7 @@ def main(argv=None):
                    final_accuracy=history["accuracy"][-1], peak_sharpness=peak)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    print(f"wrote {out / 'metrics.json'}")
     plot(out / "curvature.png", history, args)
     return dict(history=history, metrics=metrics)
 

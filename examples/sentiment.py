@@ -11,7 +11,7 @@ training (of which a tenth is a validation set that picks the best epoch) and 20
 out for the test. The script reports held-out accuracy beside a bag-of-words logistic
 regression trained with the same framework, and plots the training curves.
 
-    python examples/sentiment.py                      # well under a minute
+    python examples/sentiment.py                      # the copy in examples/data; well under a minute
     python examples/sentiment.py --data path/to/sentiment-labelled-sentences
     TINYGRAD_SEQ_DATA=path/to/data python examples/sentiment.py   # data/sentiment-labelled-sentences
 
@@ -38,14 +38,14 @@ from tinygrad_seq import nn, optim
 from tinygrad_seq.data import BucketBatchSampler, DataLoader, PadCollate
 
 # Where the data set is looked for unless --data says: $TINYGRAD_SEQ_DATA/sentiment-labelled-sentences, else
-# ../shared/data/sentiment-labelled-sentences beside the repository (never inside it).
+# the copy that ships beside this script, data/sentiment-labelled-sentences (CC BY 4.0: see its README.md).
 DATA_ENV = "TINYGRAD_SEQ_DATA"
 DATA_NAME = "sentiment-labelled-sentences"
 
 
 def default_data_dir():
     root = os.environ.get(DATA_ENV)
-    return Path(root) / DATA_NAME if root else Path(__file__).resolve().parents[1].parent / "shared" / "data" / DATA_NAME
+    return Path(root) / DATA_NAME if root else Path(__file__).resolve().parent / "data" / DATA_NAME
 
 FILES = ("amazon_cells_labelled.txt", "imdb_labelled.txt", "yelp_labelled.txt")
 SPLIT_SEED = 20150810  # the train/test split is fixed, whatever --seed says
@@ -285,7 +285,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default=str(default_data_dir()),
                    help=f"folder with the three *_labelled.txt files (default: ${DATA_ENV}/{DATA_NAME}, "
-                        f"else ../shared/data/{DATA_NAME} beside the repository)")
+                        f"else data/{DATA_NAME} beside this script)")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--embed", type=int, default=64, help="word embedding size")

@@ -13,7 +13,7 @@ state at every step t, and the plot shows it relative to the last step, on a log
   with PyTorch's init start half-open (forget gate ~ 1/2) and lose it too; with chrono
   gate biases (dashed) they start with long memory.
 * after training on the task, the gated cells have learned to keep their memory path
-  open and the gradient reaches t = 0 almost undiminished; the RNN has not (and could
+  open and orders of magnitude more of the gradient reaches t = 0; the RNN has not (and could
   not: a tanh latch that holds a bit is a contracting attractor, which is exactly what
   makes gradients vanish; Bengio, Simard & Frasconi, 1994).
 
@@ -373,9 +373,11 @@ def plot_exploding(plt, path, runs, args):
         axes[1].semilogy(steps, history["grad_norm"], label=name)
         axes[2].semilogy(steps, history["update_norm"], label=name)
     axes[2].axhline(args.explode_lr * args.max_norm, color="grey", ls=":", label="lr * max_norm")
-    for ax, title in zip(axes, ("training loss", "gradient norm (before clipping)", "update norm ||Δθ||")):
+    for ax, title, ylabel in zip(axes, ("training loss", "gradient norm (before clipping)", "update norm"),
+                                 ("cross-entropy", r"$\|g\|$ (log scale)", r"$\|\Delta\theta\|$ (log scale)")):
         ax.set_title(title)
         ax.set_xlabel("SGD step")
+        ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
     fig.suptitle(f"RNN with spectral radius {args.rho:g}, T = {args.explode_length}, lr = {args.explode_lr:g}")
     save_figure(fig, path, dpi=110)

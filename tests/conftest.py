@@ -1,8 +1,10 @@
 """Shared test configuration: hypothesis profiles, import paths, and the `device` fixture.
 
 HYPOTHESIS_PROFILE=ci (default) keeps the whole suite well under five minutes on two
-cores; HYPOTHESIS_PROFILE=thorough runs many more examples per property.
+cores; HYPOTHESIS_PROFILE=thorough runs many more examples per property. Skipped tests are
+counted by reason at the end of a run, a line per reason (`-rs` lists each test instead).
 """
+import collections
 import os
 import sys
 import warnings
@@ -41,3 +43,16 @@ fake_device.register()
 def device(request):
     """A device string: "cpu", "fake" (a CuPy-like array type, tests/fake_device.py), "cuda" with a GPU."""
     return request.param
+
+
+def pytest_terminal_summary(terminalreporter):
+    """After the run: how many tests were skipped for each reason, most frequent first."""
+    if "s" in terminalreporter.reportchars:  # -rs / -ra: pytest lists every skipped test itself
+        return
+    reasons = collections.Counter(report.longrepr[2].removeprefix("Skipped: ")
+                                  for report in terminalreporter.stats.get("skipped", ())
+                                  if isinstance(report.longrepr, tuple))
+    if reasons:
+        terminalreporter.write_sep("-", f"{sum(reasons.values())} skipped, by reason (-rs lists each test)")
+        for reason, count in reasons.most_common():
+            terminalreporter.write_line(f"{count:6d}  {reason}")

@@ -135,3 +135,27 @@ def test_detect_anomaly_as_a_decorator():
         f(Tensor(np.array([-1.0])))  # NaN
     with np.errstate(invalid="ignore"):
         assert np.isnan(Tensor(np.array([-1.0])).log().item())
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_an_input_that_already_holds_nan_is_named_not_the_op(bad):
+    """NaN in the data: the first op that reads it is not blamed; the input is, as coming from outside the tape."""
+    x = Tensor(np.array([1.0, bad, 2.0]), requires_grad=True)
+    with tg.detect_anomaly():
+        with pytest.raises(FloatingPointError) as info:
+            line = _next_line()
+            x.reshape(3, 1) * 2
+    message = str(info.value)
+    assert message.startswith("detect_anomaly: input 0 (shape (3,)) of Reshape forward already held NaN or inf"), \
+        message
+    assert "a leaf or constant" in message and "outside the tape" in message and f"{HERE}:{line}" in message
+
+
+def test_an_input_made_before_the_block_is_named_with_its_op():
+    w = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    with np.errstate(invalid="ignore"):
+        z = w * Tensor(np.array([np.inf, 0.0]))  # inf, outside the block
+    with tg.detect_anomaly(), pytest.raises(FloatingPointError) as info:
+        z + w
+    assert "input 0 (shape (2,)) of Add forward already held NaN or inf; it is made by Mul before detect_anomaly " \
+           "was on" in str(info.value)

@@ -9,13 +9,14 @@ import numpy as np
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def test_curvature_quick_run_tracks_a_hessian_eigenvalue(monkeypatch, tmp_path):
+def test_curvature_quick_run_tracks_a_hessian_eigenvalue(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # the plot is optional
     monkeypatch.syspath_prepend(str(EXAMPLES))
     monkeypatch.delitem(sys.modules, "curvature", raising=False)
     curvature = importlib.import_module("curvature")
     result = curvature.main(["--quick", "--no-progress", "--out", str(tmp_path)])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert f"wrote {tmp_path / 'metrics.json'}" in capsys.readouterr().out  # the paths it wrote are printed
     assert metrics["stability_edge"] == 2.0 and len(metrics["sharpness"]) == 5
     assert metrics["sharpness"][-1] > 1.2 * metrics["sharpness"][0]  # progressive sharpening
     assert result["history"]["loss"][-1] < result["history"]["loss"][0]

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-SENTIMENT_DATA = ROOT.parent / "shared" / "data" / "sentiment-labelled-sentences"
+SENTIMENT_DATA = EXAMPLES / "data" / "sentiment-labelled-sentences"  # ships with the repository
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None  # CI installs only the test extra
 TIMEOUT = 120  # seconds per run: generous, a quick run takes a few seconds on an idle machine
 
@@ -42,29 +42,6 @@ def run_quick(name, tmp_path, *extra, hide=(), env=None):
     proc = run_example(name, "--quick", "--out", str(out), *extra, hide=hide, tmp_path=tmp_path, env=env)
     assert proc.returncode == 0, f"{name}.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads((out / "metrics.json").read_text()), proc, out
-
-
-def sentiment_data(tmp_path):
-    """The real data set when it is beside the repository, else a small synthetic stand-in."""
-    if all((SENTIMENT_DATA / f).is_file() for f in ("amazon_cells_labelled.txt", "imdb_labelled.txt",
-                                                     "yelp_labelled.txt")):
-        return SENTIMENT_DATA
-    import random
-    rng = random.Random(0)
-    good = "great good excellent love wonderful fine nice best".split()
-    bad = "bad awful terrible hate poor worst boring broken".split()
-    filler = "the it this was a movie phone food service and very really so".split()
-    folder = tmp_path / "synthetic-sentiment"
-    folder.mkdir()
-    for name in ("amazon_cells_labelled.txt", "imdb_labelled.txt", "yelp_labelled.txt"):
-        lines = []
-        for k in range(300):
-            label = k % 2
-            words = rng.sample(filler, 5) + [rng.choice(good if label else bad)]
-            rng.shuffle(words)
-            lines.append(f"{' '.join(words)}.\t{label}")
-        (folder / name).write_text("\n".join(lines) + "\n")
-    return folder
 
 
 ALL_EXAMPLES = sorted(p.stem for p in EXAMPLES.glob("*.py"))
@@ -117,7 +94,7 @@ def test_char_lm_trains_a_cell_from_the_zoo(tmp_path):
 
 
 def test_sentiment_learns(tmp_path):
-    m, proc, out = run_quick("sentiment", tmp_path, "--data", str(sentiment_data(tmp_path)))
+    m, proc, out = run_quick("sentiment", tmp_path)  # no --data: the copy in examples/data, as in a fresh clone
     assert m["train_loss"][-1] < m["train_loss"][0]
     assert m["test_acc"] > 0.6, m  # chance is 50% (balanced classes)
     assert m["bow_acc"] > 0.6, m
@@ -134,13 +111,24 @@ def test_sentiment_missing_data_explains_where_to_get_it(tmp_path):
 
 
 def test_sentiment_finds_its_data_through_the_environment(tmp_path):
-    root = tmp_path / "data_root"
-    root.mkdir()
-    (root / "sentiment-labelled-sentences").symlink_to(sentiment_data(tmp_path), target_is_directory=True)
+    folder = tmp_path / "data_root" / "sentiment-labelled-sentences"
+    folder.mkdir(parents=True)
+    for source in SENTIMENT_DATA.glob("*_labelled.txt"):  # 200 sentences of each: not the shipped copy
+        (folder / source.name).write_text("\n".join(source.read_text().splitlines()[:200]) + "\n")
     proc = run_example("sentiment", "--quick", "--no-progress", "--epochs", "1", "--bow-epochs", "2", "--out",
-                       str(tmp_path / "out"), tmp_path=tmp_path, env={"TINYGRAD_SEQ_DATA": str(root)})
+                       str(tmp_path / "out"), tmp_path=tmp_path, env={"TINYGRAD_SEQ_DATA": str(folder.parent)})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (tmp_path / "out" / "metrics.json").exists()
+    assert proc.stdout.startswith("600 sentences"), proc.stdout[:200]
+
+
+def test_the_sentiment_data_ships_with_its_attribution():
+    lines = [line for path in sorted(SENTIMENT_DATA.glob("*_labelled.txt")) for line in path.read_text().splitlines()]
+    labels = [line.rsplit("\t", 1)[1] for line in lines]
+    assert len(lines) == 3000 and labels.count("1") == labels.count("0") == 1500
+    for notice in ("README.md", "LICENSE"):
+        text = (SENTIMENT_DATA / notice).read_text()
+        assert "CC BY 4.0" in text and "Kotzias" in text and "creativecommons.org/licenses/by/4.0" in text
+    assert "Kotzias" in (ROOT / "README.md").read_text()
 
 
 def test_seq2seq_learns_and_attention_learns_faster(tmp_path):
@@ -168,7 +156,7 @@ def test_seq2seq_trains_one_model_when_asked(tmp_path):
 @pytest.mark.parametrize("name", ["char_lm", "sentiment", "seq2seq"])
 def test_runs_without_tqdm_and_matplotlib(name, tmp_path):
     extra = {"char_lm": ["--steps", "3", "--eval-every", "3", "--sample-len", "5"],
-             "sentiment": ["--epochs", "1", "--bow-epochs", "2", "--data", str(sentiment_data(tmp_path))],
+             "sentiment": ["--epochs", "1", "--bow-epochs", "2"],
              "seq2seq": ["--steps", "3", "--eval-every", "3", "--test-size", "20"]}[name]
     _, proc, out = run_quick(name, tmp_path, *extra, hide=("tqdm", "matplotlib"))
     assert "matplotlib is not installed: skipping the plot" in proc.stdout

@@ -123,3 +123,46 @@ def test_plots_are_written_when_matplotlib_is_there(monkeypatch, tmp_path):
     run(module, tmp_path, "--skip-gradcheck")
     png = tmp_path / "custom_cell.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_plotted_axis_is_labelled(monkeypatch, tmp_path):
+    """Every plot of the teaching examples, drawn from small made-up results: each axis says what it shows
+    (a panel that shares its y axis with a labelled one may leave its own blank)."""
+    pytest.importorskip("matplotlib")
+    import argparse
+    from matplotlib.figure import Figure
+    unlabelled = []
+
+    def record(fig, path, **kwargs):  # instead of rendering a PNG: check the labels
+        for ax in fig.axes:
+            shared = ax.get_shared_y_axes().get_siblings(ax)
+            if not ax.get_xlabel() or not any(a.get_ylabel() for a in shared):
+                unlabelled.append(f"{Path(path).name}: {ax.get_title()!r}")
+        record.saved.append(Path(path).name)
+    record.saved = []
+    monkeypatch.setattr(Figure, "savefig", record)
+    monkeypatch.setattr(Figure, "tight_layout", lambda fig, **kwargs: None)  # measuring text is what takes time
+    curve = list(np.exp(-np.arange(6.0)))
+    models = ("RNN", "LSTM", "GRU")
+
+    vanishing = load("vanishing_gradients", monkeypatch, block=("tqdm",))
+    plt = vanishing.load_pyplot()
+    flows = {(stage, kind): curve for stage in ("init", "chrono", "trained") for kind in models}
+    vanishing.plot_flows(plt, tmp_path / "flows.png", flows, dict(spectral_radius=0.6), 6, dict.fromkeys(models, 1.0))
+    runs = {name: dict(loss=curve, grad_norm=curve, update_norm=curve) for name in ("no clipping", "clipped")}
+    vanishing.plot_exploding(plt, tmp_path / "exploding.png", runs,
+                             argparse.Namespace(explode_lr=0.2, max_norm=1.0, rho=3.0, explode_length=6))
+    view = {(stage, kind): dict(top_singular_value=curve, lyapunov=-0.5) for stage in ("init", "trained")
+            for kind in models}
+    vanishing.plot_jacobian_view(plt, tmp_path / "jacobian.png", view, 6)
+    binary = load("binary_sequences", monkeypatch, block=("tqdm",))
+    binary.plot(tmp_path / "binary.png", {(task, n): {m: dict(accuracy=[1.0, 0.5]) for m in models}
+                                          for task in ("recall", "parity") for n in (2, 4)}, models)
+    custom = load("custom_cell", monkeypatch, block=("tqdm",))
+    custom.plot(tmp_path / "custom.png", {4: dict(loss=curve, accuracy=1.0)})
+    monkeypatch.delitem(sys.modules, "curvature", raising=False)
+    curvature = importlib.import_module("curvature")
+    curvature.plot(tmp_path / "curvature.png", dict(step=[0, 5], sharpness=[0.5, 2.0], loss_step=list(range(6)),
+                                                     loss=curve), argparse.Namespace(lr=1.0, hidden=4, length=5,
+                                                                                     examples=8))
+    assert len(record.saved) == 6 and unlabelled == []

@@ -146,6 +146,44 @@ def test_loss_option_errors():
         F.cross_entropy(x, Tensor([0.0, 1.0]))
 
 
+@pytest.mark.parametrize("fn", [F.cross_entropy, F.nll_loss])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("target", [2, [2], -100])
+def test_unbatched_input_is_a_batch_of_one(fn, reduction, target):
+    """PyTorch's unbatched form: (C,) scores with a target of shape () (or (1,)); 'none' gives a 0-d loss."""
+    scores = np.array([0.3, -1.2, 2.0, 0.5])
+    weight = Tensor([1.0, 2.0, 0.5, 3.0])
+    options = dict(weight=weight, reduction=reduction, ignore_index=-100)
+    if fn is F.cross_entropy:
+        options["label_smoothing"] = 0.2
+    x, batched = Tensor(scores, requires_grad=True), Tensor(scores[None], requires_grad=True)
+    with np.errstate(invalid="ignore"):  # the mean over no valid target is 0/0 = NaN, as in PyTorch
+        loss = fn(x, Tensor(target), **options)
+        expected = fn(batched, Tensor(np.reshape(target, 1)), **options)
+    assert loss.shape == () and np.allclose(loss.numpy(), expected.numpy().reshape(()), equal_nan=True)
+    if np.isfinite(expected.numpy()).all():
+        loss.backward()
+        expected.sum().backward()
+        np.testing.assert_allclose(x.grad.numpy(), batched.grad.numpy()[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("fn, op", [(F.cross_entropy, "cross_entropy"), (F.nll_loss, "nll_loss")])
+def test_shape_errors_name_the_loss_and_the_shapes_it_takes(fn, op):
+    takes = r"it takes input \(N, C\) with target \(N,\), \(N, C, d1, ...\) with target \(N, d1, ...\), " \
+            r"or unbatched \(C,\) with target \(\)"
+    with pytest.raises(ValueError, match=rf"^{op}: input of shape \(4,\) is one unbatched example with 4 classes, so "
+                                         rf"the target must be one class index \(shape \(\)\), got shape \(4,\); "
+                                         rf"{takes} \(for one logit per example, use binary_cross_entropy_with_logits\)"):
+        fn(tg.zeros(4), Tensor([0, 1, 1, 0]))
+    with pytest.raises(ValueError, match=rf"^{op}: target has shape \(2,\), expected \(4,\) for input of shape "
+                                         rf"\(4, 3\); {takes}$"):
+        fn(tg.zeros(4, 3), Tensor([0, 1]))
+    with pytest.raises(ValueError, match=rf"^{op}: target has shape \(4,\), expected \(4, 2\) .*{takes}$"):
+        fn(tg.zeros(4, 3, 2), Tensor([0, 1, 1, 1]))
+    with pytest.raises(ValueError, match=rf"^{op}: input must have a class axis, got a 0-d tensor; {takes}$"):
+        fn(tg.zeros(()), Tensor(0))
+
+
 def test_linear_folds_leading_axes_into_one_matmul():
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((5, 4, 3)), rng.standard_normal((2, 3)), rng.standard_normal(2)

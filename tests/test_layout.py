@@ -103,5 +103,25 @@ def test_the_repository_root_holds_only_the_layout_docs_and_config():
     if not tracked:  # not a git checkout (an sdist): nothing to check
         return
     top = {path.split("/")[0] for path in tracked}
-    assert top <= {".ci", ".gitignore", "README.md", "pyproject.toml", "tinygrad_seq", "examples", "tests",
-                   "benchmarks", "data"}, top
+    assert top <= {".ci", ".gitignore", "MANIFEST.in", "README.md", "pyproject.toml", "tinygrad_seq", "examples",
+                   "tests", "benchmarks", "tools", "data"}, top
+
+
+def test_the_source_distribution_holds_every_tracked_file(tmp_path):
+    """The sdist is the whole source tree (MANIFEST.in): examples with their data set, tests with their helpers."""
+    import shutil
+    import tarfile
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if not tracked:  # not a git checkout (an sdist): nothing to check
+        return
+    source = tmp_path / "source"
+    for name in tracked:  # build from a copy: the build writes an .egg-info beside the sources
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, source / name)
+    build = subprocess.run([sys.executable, "-c", "import sys; from setuptools import build_meta; "
+                            "print(build_meta.build_sdist(sys.argv[1]))", str(tmp_path)],
+                           cwd=source, capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr[-2000:]
+    with tarfile.open(tmp_path / build.stdout.split()[-1]) as sdist:
+        shipped = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    assert set(tracked) - shipped == {".gitignore"}

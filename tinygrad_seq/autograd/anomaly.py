@@ -1,7 +1,9 @@
 """detect_anomaly: an observer of the tape (engine.function.observed) that raises at the first NaN or inf.
 
 Every op applied inside the block is told its creation site (the innermost line of user code)
-and its input shapes, and its outputs are checked; every rule the walk runs is checked too. NumPy's
+and its input shapes, and its outputs are checked; every rule the walk runs is checked too. When an
+op's output is not finite because an input already was, the error names that input and where it
+came from (a leaf or constant, or an op run before the block) instead of blaming the op. NumPy's
 own float warnings are off inside the block: these checks report instead, naming the op.
 """
 import contextlib
@@ -46,7 +48,11 @@ class detect_anomaly:
     def op(self, ctx, args, kwargs, result):
         ctx.site = _user_site()
         ctx.input_shapes = [tuple(a.shape) for a in args if isinstance(a, TensorBase)]
-        _check_finite(ctx, result if type(result) is tuple else (result,), "forward")
+        try:
+            _check_finite(ctx, result if type(result) is tuple else (result,), "forward")
+        except FloatingPointError as produced:
+            _blame_an_input(ctx, args, produced)
+            raise
 
     def rule(self, node, grads):
         if grads is not None and "site" in node.__dict__:
@@ -67,12 +73,35 @@ def _user_site():
     return "<unknown>"
 
 
+def _finite(value):
+    a = value.array if isinstance(value, TensorBase) else value
+    if a is None or not hasattr(a, "dtype"):  # (a lazy matmul product is finite if its factors are)
+        return True
+    a = a if backend.is_array(a) else backend.as_array(a)
+    return not backend.is_floating(a.dtype) or bool(backend.array_namespace(a).isfinite(a).all())
+
+
 def _check_finite(node, values, stage):
     for k, v in enumerate(values):
-        a = v.array if isinstance(v, TensorBase) else v
-        if a is None or not hasattr(a, "dtype"):  # (a lazy matmul product is finite if its factors are)
-            continue
-        a = a if backend.is_array(a) else backend.as_array(a)
-        if backend.is_floating(a.dtype) and not bool(backend.array_namespace(a).isfinite(a).all()):
+        if not _finite(v):
             raise FloatingPointError(f"detect_anomaly: {node.name} {stage} produced NaN or inf (output {k}); the op "
                                      f"was created at {node.site}; input shapes {node.input_shapes}")
+
+
+def _blame_an_input(ctx, args, produced):
+    """Raise, from `produced`, naming the first input of `ctx` that already held NaN or inf, if one did.
+
+    Every op run in the block has its outputs checked, so such an input was not made in it: it is
+    a leaf or constant (data, a parameter), or the output of an op run before the block.
+    """
+    inputs = [a for a in args if isinstance(a, TensorBase)]
+    for k, a in enumerate(inputs):
+        if not _finite(a):
+            maker = a._node
+            origin = ("a leaf or constant (your data, a parameter, a tensor made from an array): it came from "
+                      "outside the tape" if maker is None else
+                      f"made by {maker.name} before detect_anomaly was on" if "site" not in maker.__dict__ else
+                      f"made by {maker.name} at {maker.site}")
+            raise FloatingPointError(f"detect_anomaly: input {k} (shape {tuple(a.shape)}) of {ctx.name} forward "
+                                     f"already held NaN or inf; it is {origin}. The op was created at {ctx.site}; "
+                                     f"input shapes {ctx.input_shapes}") from produced

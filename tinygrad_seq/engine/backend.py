@@ -113,7 +113,6 @@ def register_backend(backend):
 def _load_cupy():
     try:
         import cupy
-        import cupyx
         if cupy.cuda.runtime.getDeviceCount() < 1:
             raise RuntimeError("no CUDA device")
     except Exception as e:  # ImportError, or CUDA present but unusable
@@ -139,7 +138,8 @@ def _load_cupy():
         with target.device:
             target[...] = cupy.asarray(state["states"])
 
-    register_backend(Backend("cuda", cupy, cupy.ndarray, to_device, cupy.asnumpy, cupyx.scatter_add,
+    # scatter-add is cupy.add.at (CuPy 14 deprecates cupyx.scatter_add)
+    register_backend(Backend("cuda", cupy, cupy.ndarray, to_device, cupy.asnumpy, cupy.add.at,
                              make_rng, lambda a: f"cuda:{a.device.id}", rng_state, set_rng_state,
                              cupy.cuda.runtime.getDeviceCount))
 

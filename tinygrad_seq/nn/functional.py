@@ -69,24 +69,32 @@ def _reduce(loss, reduction, op):
     raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
+_SHAPES = ("it takes input (N, C) with target (N,), (N, C, d1, ...) with target (N, d1, ...), "
+           "or unbatched (C,) with target ()")
+
+
 def _class_rows(op, scores, target, weight, ignore_index):
     """Checks, then (N, C) rows with the classes last, the flat target and the weight array.
 
     scores (N, C) or (N, C, d1, ...) or unbatched (C,); target (N,) / (N, d1, ...) / ().
     """
     if scores.ndim < 1:
-        raise ValueError(f"{op}: input must have a class axis, got a 0-d tensor")
+        raise ValueError(f"{op}: input must have a class axis, got a 0-d tensor; {_SHAPES}")
     target = target if isinstance(target, Tensor) else Tensor(target, device=scores.device)
     if not backend.is_integer(target.dtype):
         raise TypeError(f"{op}: target must be an integer tensor of class indices, got {target.dtype}")
     if target.device != scores.device:
         raise ValueError(f"{op}: target is on {target.device}, the input on {scores.device}")
-    if scores.ndim == 1:  # unbatched (C,) with a scalar target
+    if scores.ndim == 1:  # unbatched (C,) with one class index, shape () (or (1,), as PyTorch takes)
+        if target.shape not in ((), (1,)):
+            raise ValueError(f"{op}: input of shape {scores.shape} is one unbatched example with {scores.shape[0]} "
+                             f"classes, so the target must be one class index (shape ()), got shape {target.shape}; "
+                             f"{_SHAPES} (for one logit per example, use binary_cross_entropy_with_logits)")
         scores, target = scores.unsqueeze(0), target.reshape(1)
     expected = (scores.shape[0],) + scores.shape[2:]
     if target.shape != expected:
-        raise ValueError(f"{op}: target has shape {target.shape}, expected {expected} for input "
-                         f"of shape {scores.shape} (classes on axis 1)")
+        raise ValueError(f"{op}: target has shape {target.shape}, expected {expected} for input of shape "
+                         f"{scores.shape}; {_SHAPES}")
     n_classes, t = scores.shape[1], target.array
     bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
     if t.size and bool(bad.any()):
