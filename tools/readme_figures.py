@@ -85,10 +85,22 @@ def sentiment_cell(runs):
             f"for a bag-of-words logistic regression trained with the same framework; {took(runs)}")
 
 
+def seq2seq_figures(metrics):
+    return dict(steps=metrics["steps"], beam_width=metrics["beam_width"],
+                **{f"{model}_{how}": metrics["models"][model][f"{how}_acc"]
+                   for model in ("plain", "attention") for how in ("greedy", "beam")})
+
+
 def seq2seq_cell(runs):
     f = runs["default"]["figures"]
-    return (f"**{f['test_acc']:.1%}** exact match on 2,000 held-out dates ({f['char_acc']:.1%} of characters "
-            f"right); {took(runs)}")
+
+    def both(run, model):
+        return f"{run['figures'][model + '_greedy']:.1%} / {run['figures'][model + '_beam']:.1%}"
+    seeds = "; ".join(f"`--seed {label[-1]}`: attention {both(runs[label], 'attention')}, plain "
+                      f"{both(runs[label], 'plain')}" for label in ("seed 1", "seed 2"))
+    return (f"after {f['steps']} steps each, exact match on 2,000 held-out dates (greedy / beam of width "
+            f"{f['beam_width']}): attention **{both(runs['default'], 'attention')}**, plain "
+            f"{both(runs['default'], 'plain')} ({seeds}); {took(runs)}")
 
 
 def binary_figures(metrics):
@@ -165,7 +177,8 @@ EXAMPLES = {
                        {TABLE_ROW: char_lm_cell, r"`(?P<text>val bpc [^`\n]*)`": char_lm_last_line}),
     "sentiment": Example({"default": (), "seed 1": ("--seed", "1"), "seed 2": ("--seed", "2")},
                          pick("test_acc", "bow_acc"), {TABLE_ROW: sentiment_cell}),
-    "seq2seq": Example({"default": ()}, pick("test_acc", "char_acc"), {TABLE_ROW: seq2seq_cell}),
+    "seq2seq": Example({"default": (), "seed 1": ("--seed", "1"), "seed 2": ("--seed", "2")}, seq2seq_figures,
+                       {TABLE_ROW: seq2seq_cell}),
     "binary_sequences": Example({"default": (), "more seeds": BINARY_MORE_SEEDS}, binary_figures,
                                 {TABLE_ROW: binary_cell}),
     "vanishing_gradients": Example({"default": ()}, vanishing_figures, {TABLE_ROW: vanishing_cell}),
