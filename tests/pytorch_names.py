@@ -76,22 +76,9 @@ GROUPS = {  # group: (module path under tinygrad_seq, or "Tensor" for a tensor's
     "utils.data": ("utils.data", DATA),
 }
 
-# Names other helpers of issue 17 are adding on their branches: missing here until they merge.
-IN_FLIGHT = {
-    **dict.fromkeys(["optim.Adagrad", "optim.Adadelta", "optim.Adamax", "optim.NAdam", "optim.RAdam", "optim.LBFGS",
-                     "nn.BatchNorm1d", "nn.Dropout1d", "nn.Dropout2d", "nn.Embedding.from_pretrained",
-                     "nn.init.kaiming_normal_", "nn.init.calculate_gain", "nn.ParameterList", "nn.ParameterDict",
-                     "nn.Unflatten", "nn.Module.apply", "nn.Module.register_forward_hook",
-                     "nn.Module.register_forward_pre_hook", "nn.Module.requires_grad_", "device", "Generator",
-                     "cuda.is_available", "accelerator.is_available", "utils.data.random_split", "utils.data.Subset"],
-                    "17b"),
-    **dict.fromkeys([f"nn.utils.rnn.{name}" for name in RNN_UTILS if name != "pad_sequence"], "17c"),
-}
-
 # Names deliberately missing, with the reason.
 NOT_PROVIDED = {
     "einsum": "no einsum primitive yet (its derivative is an einsum with the operands permuted); matmul, bmm and "
               "broadcasting products cover the RNN programs sampled",
     "nn.functional.ctc_loss": "CTC's forward-backward recursion is not written yet",
-    "nn.Module.buffers": "nn/module.py belongs to the Module habits work (17b); named_buffers() exists",
 }

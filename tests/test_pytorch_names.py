@@ -1,12 +1,9 @@
 """At least 95% of the names PyTorch RNN programs commonly use (tests/pytorch_names.py) exist here,
-and every one that does not is accounted for: being added by another part of issue 17, or
-deliberately not provided, with the reason."""
+and every one that does not is accounted for: deliberately not provided, with the reason."""
 import importlib
 
-import pytest
-
 import tinygrad_seq as tg
-from pytorch_names import GROUPS, IN_FLIGHT, NOT_PROVIDED
+from pytorch_names import GROUPS, NOT_PROVIDED
 
 
 def _present(root, name):
@@ -38,14 +35,13 @@ def _report():
 
 def test_every_missing_name_is_accounted_for():
     print(_report())
-    unexplained = [name for name in ALL_MISSING if name not in IN_FLIGHT and name not in NOT_PROVIDED]
+    unexplained = [name for name in ALL_MISSING if name not in NOT_PROVIDED]
     assert not unexplained, f"missing and not accounted for: {unexplained}\n{_report()}"
+    stale = [name for name in NOT_PROVIDED if name not in ALL_MISSING]
+    assert not stale, f"present now, drop from NOT_PROVIDED: {stale}"
     assert all(len(set(names)) == len(names) for _, names in GROUPS.values())
 
 
-@pytest.mark.xfail(any(name in IN_FLIGHT for name in ALL_MISSING), strict=True,
-                   reason="names other parts of issue 17 add are missing until they merge: " +
-                          ", ".join(sorted(n for n in ALL_MISSING if n in IN_FLIGHT)))
 def test_at_least_95_percent_of_the_common_names_are_present():
     print(_report())
     assert len(ALL_MISSING) <= 0.05 * TOTAL, _report()

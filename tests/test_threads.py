@@ -30,8 +30,9 @@ needs_two_cores = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs tw
 
 
 @pytest.fixture
-def restore_threads():
+def restore_threads(monkeypatch):
     before = tg.get_num_threads()
+    monkeypatch.setattr(threads, "_chosen", threads._chosen)  # set_num_threads's choice ends with the test
     yield
     tg.set_num_threads(before)
 
@@ -107,13 +108,38 @@ def test_a_loop_on_a_busy_machine_uses_the_free_cores_then_restores(restore_thre
     monkeypatch.setattr(threads, "_chosen", None)
     monkeypatch.setattr(threads, "_sample", (-1.0, 1))
     monkeypatch.setattr(threads, "_other_runnable", lambda: threads._cores() - 1)
-    with threads.for_loop():
+    with threads.limited():
         assert tg.get_num_threads() == 1
     assert tg.get_num_threads() == 2
     monkeypatch.setattr(threads, "_sample", (-1.0, 1))
     monkeypatch.setattr(threads, "_other_runnable", lambda: 0)
-    with threads.for_loop():  # idle: the BLAS is left as it is
+    with threads.limited():  # idle: the BLAS is left as it is
         assert tg.get_num_threads() == 2
+
+
+@needs_two_cores
+def test_on_a_busy_machine_matmuls_and_backward_passes_use_the_free_cores(restore_threads, monkeypatch):
+    tg.set_num_threads(2)
+    monkeypatch.setattr(threads, "_chosen", None)
+    monkeypatch.setattr(threads, "_sample", (-1.0, 1))
+    monkeypatch.setattr(threads, "_other_runnable", lambda: threads._cores() - 1)
+    entered, real = [], threads.blas_threads
+    monkeypatch.setattr(threads, "blas_threads", lambda n: (entered.append(n), real(n))[1])
+    a, b = tg.randn(3, 4, requires_grad=True), tg.randn(4, 5)
+    y = a @ b
+    assert entered == [1] and tg.get_num_threads() == 2  # the product ran at 1 thread, then restored
+    during = []
+    y.register_hook(lambda g: during.append(tg.get_num_threads()))
+    y.sum().backward()
+    assert during == [1] and tg.get_num_threads() == 2
+    (g,) = tg.autograd.grad((a @ b).sum(), [a])
+    assert tg.get_num_threads() == 2 and g.shape == a.shape
+
+    entered.clear()  # idle: nothing is switched
+    monkeypatch.setattr(threads, "_sample", (-1.0, 1))
+    monkeypatch.setattr(threads, "_other_runnable", lambda: 0)
+    (a @ b).sum().backward()
+    assert entered == [] and tg.get_num_threads() == 2
 
 
 def test_a_captured_loop_leaves_the_blas_threads_as_they_were(restore_threads):

@@ -512,7 +512,7 @@ class Loop(Function):
         out[0], out[1] = arrays[0], arrays[1]
         ctx.contexts, ctx.checkpoints = [None] * rest.shape[0], {}
         buffers = run.buffers(backend.array_namespace(rest))
-        with threads.for_loop():
+        with threads.limited():
             for i in range(rest.shape[0]):
                 if every and i % every == 0:
                     ctx.checkpoints[i] = state
@@ -542,7 +542,7 @@ class Loop(Function):
         S, needs = run.n_state, ctx.needs_input_grad
         dxs = backend.array_namespace(ctx.rest).empty_like(ctx.rest) if needs[0] else None  # every row is written
         g_state, summed, owned = list(g_state), [None] * len(run.outside), set()
-        with threads.for_loop():
+        with threads.limited():
             g_state = _backward_steps(ctx, g_out, g_state, dxs, summed, owned)
         firsts = [None if g_out is None or not needs[1 + k] else g_out[k] for k in range(2)]
         states = [None if g is None or not need else (g.evaluate() if type(g) is ProductSum else g)

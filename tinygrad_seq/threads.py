@@ -9,13 +9,14 @@ was imported; environment variables such as OPENBLAS_NUM_THREADS only work befor
 BLAS libraries in the process (PyTorch's, scikit-learn's) are left alone, as
 torch.set_num_threads leaves NumPy's.
 
-Importing tinygrad_seq changes nothing. A captured recurrent loop runs its steps with the cores
-no other task is using at that moment (the runnable tasks of /proc/loadavg minus this process's
-own, at least one; `for_loop`), restored when it returns; on an idle machine, or once the
-program has called set_num_threads, it leaves the BLAS as it is. OpenBLAS's threads wait by
-spinning, so a second thread on a core another process is using makes a small matmul several
-times slower, not faster. The wide log-softmax splits its rows over as many threads
-(`in_row_blocks`).
+Importing tinygrad_seq changes nothing. While other tasks are using the cores, the library's own
+matrix multiplies run on the cores no other task is using at that moment (the runnable tasks of
+/proc/loadavg minus this process's own, at least one), and NumPy's BLAS is restored after each:
+every backward pass and every captured loop is one such block (`limited`), and a matmul run
+outside one checks for itself (`limit_now`). On an idle machine, or once the program has called
+set_num_threads, the BLAS is left as it is. OpenBLAS's threads wait by spinning, so a second
+thread on a core another process is using makes a small matmul several times slower, not
+faster. The wide log-softmax splits its rows over as many threads (`in_row_blocks`).
 """
 import concurrent.futures
 import contextlib
@@ -25,7 +26,8 @@ import time
 
 import threadpoolctl
 
-__all__ = ["set_num_threads", "get_num_threads", "blas_threads", "loop_threads", "for_loop", "in_row_blocks"]
+__all__ = ["set_num_threads", "get_num_threads", "blas_threads", "loop_threads", "limit_now", "limited",
+           "in_row_blocks"]
 
 _chosen = None  # the count given to set_num_threads, which the loops then use too
 
@@ -84,7 +86,7 @@ def loop_threads():
         return _chosen
     now = time.monotonic()
     if now - _sample[0] > 0.1:
-        _sample = now, max(1, _cores() - _other_runnable())
+        _sample = now, max(1, _ncores - _other_runnable())
     return _sample[1]
 
 
@@ -95,16 +97,36 @@ def _cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-@contextlib.contextmanager
-def for_loop():
-    """A recurrent loop's block: NumPy's BLAS at loop_threads() threads when other tasks are using cores
-    (and the program set no count); on an idle machine, or after set_num_threads, the BLAS is left alone."""
+_ncores = _cores()  # the cores this process may run on
+
+
+def limit_now():
+    """The thread count a library matmul should give NumPy's BLAS now: loop_threads() while other tasks use
+    cores, or None to leave the BLAS alone (an idle machine, a count the program set, or inside `limited`)."""
+    if _chosen is not None or _inside:
+        return None
     n = loop_threads()
-    if _chosen is not None or n >= _cores():
+    return None if n >= _ncores else n
+
+
+@contextlib.contextmanager
+def limited():
+    """A block of the library's work (a backward pass, a captured loop): NumPy's BLAS at loop_threads()
+    threads while other tasks use cores, restored after; the matmuls inside do not check again."""
+    global _inside
+    n = limit_now()
+    if n is None:
         yield
         return
-    with blas_threads(n):
-        yield
+    _inside += 1
+    try:
+        with blas_threads(n):
+            yield
+    finally:
+        _inside -= 1
+
+
+_inside = 0  # limited blocks open now (in any thread: the BLAS setting is the process's)
 
 
 def _other_runnable():

@@ -1,4 +1,5 @@
 """grad(): PyTorch's torch.autograd.grad, on the engine's one walk."""
+from .. import threads
 from ..engine import backend
 from ..engine.function import ProductSum, walk
 from ..tensors import Tensor
@@ -65,16 +66,17 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
             raise RuntimeError(f"grad: input {i} (shape {x.shape}) does not require grad")
     grads = _grad_outputs(outputs, grad_outputs, create_graph)
     retain = create_graph if retain_graph is None else bool(retain_graph)
-    found, _, owned = walk(outputs, grads, create_graph, retain, targets=inputs, retain=False)
-    result = []
-    for i, x in enumerate(inputs):
-        key = id(x) if x._node is None else (x._node, x._index)
-        g = found.get(key)
-        if g is None:
-            if not allow_unused:
-                raise RuntimeError(f"grad: input {i} (shape {x.shape}) was not used to compute the outputs; "
-                                   "pass allow_unused=True to get None for it")
-        elif not create_graph:  # never a view of a saved array or of grad_outputs
-            g = Tensor._make(g.evaluate() if type(g) is ProductSum else g if key in owned else g.copy(), None, 0)
-        result.append(g)
+    with threads.limited():  # the pass's matmuls at the free cores when other tasks use cores
+        found, _, owned = walk(outputs, grads, create_graph, retain, targets=inputs, retain=False)
+        result = []
+        for i, x in enumerate(inputs):
+            key = id(x) if x._node is None else (x._node, x._index)
+            g = found.get(key)
+            if g is None:
+                if not allow_unused:
+                    raise RuntimeError(f"grad: input {i} (shape {x.shape}) was not used to compute the outputs; "
+                                       "pass allow_unused=True to get None for it")
+            elif not create_graph:  # never a view of a saved array or of grad_outputs
+                g = Tensor._make(g.evaluate() if type(g) is ProductSum else g if key in owned else g.copy(), None, 0)
+            result.append(g)
     return tuple(result)
