@@ -90,6 +90,15 @@ def test_integer_and_boolean_inputs_get_pytorch_result_dtypes():
     assert tg.tensor([1.2345]).round(decimals=2).tolist() == [pytest.approx(1.23)]
 
 
+def test_an_integer_tensor_of_one_element_is_an_index():
+    words = ["a", "b", "c"]
+    picked = tg.multinomial(tg.tensor([0.0, 0.0, 1.0]), 1)[0]  # as the word-LM's generate.py uses it
+    assert words[picked] == "c" and words[tg.tensor([[1]])] == "b" and list(range(tg.tensor(2))) == [0, 1]
+    for bad in (tg.tensor(1.0), tg.tensor([1, 2])):
+        with pytest.raises(TypeError, match="only integer tensors of a single element"):
+            words[bad]
+
+
 def test_rounding_ops_pass_a_zero_gradient_like_pytorch():
     x = tg.tensor([1.3, -0.7], requires_grad=True)
     y = x.floor() + x.round() + x.sign() + x.trunc() + x.ceil()

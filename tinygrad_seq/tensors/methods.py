@@ -77,6 +77,13 @@ class TensorMethods:
     def __int__(self):
         return int(self.item())
 
+    def __index__(self):
+        """An integer tensor of one element as a Python int wherever Python wants an index (a list's, range)."""
+        if self.dtype.kind not in "biu" or self._data.size != 1:
+            raise TypeError(f"only integer tensors of a single element can be converted to an index, got {self.dtype} "
+                            f"of shape {self.shape}")
+        return int(self.item())
+
     def __bool__(self):
         if self._data.size != 1:
             raise ValueError(f"the truth value of a tensor with shape {self.shape} is ambiguous")
