@@ -90,14 +90,16 @@ def test_blas_threads_is_scoped(restore_threads):
 def test_loop_threads_follow_set_num_threads_or_the_free_cores(restore_threads, monkeypatch):
     cores = threads._cores()
     monkeypatch.setattr(threads, "_chosen", None)
-    monkeypatch.setattr(threads, "_sample", (-1.0, 1))
+    monkeypatch.setattr(threads, "_sample", (-1.0, 1, 99))
     assert 1 <= threads.loop_threads() <= cores
-    monkeypatch.setattr(threads, "_sample", (-1.0, 1))
+    monkeypatch.setattr(threads, "_sample", (-1.0, 1, 99))
     monkeypatch.setattr(threads, "_other_runnable", lambda: 0)
     assert threads.loop_threads() == cores
-    monkeypatch.setattr(threads, "_sample", (-1.0, 1))
+    monkeypatch.setattr(threads, "_sample", (-1.0, 1, 0))
     monkeypatch.setattr(threads, "_other_runnable", lambda: cores + 3)
-    assert threads.loop_threads() == 1
+    assert threads.loop_threads() == cores  # one busy look is a blip
+    monkeypatch.setattr(threads, "_sample", (-1.0,) + threads._sample[1:])
+    assert threads.loop_threads() == 1  # busy at two looks running
     tg.set_num_threads(1)
     assert threads.loop_threads() == 1
 
@@ -106,12 +108,12 @@ def test_loop_threads_follow_set_num_threads_or_the_free_cores(restore_threads, 
 def test_a_loop_on_a_busy_machine_uses_the_free_cores_then_restores(restore_threads, monkeypatch):
     tg.set_num_threads(2)
     monkeypatch.setattr(threads, "_chosen", None)
-    monkeypatch.setattr(threads, "_sample", (-1.0, 1))
+    monkeypatch.setattr(threads, "_sample", (-1.0, 1, 99))
     monkeypatch.setattr(threads, "_other_runnable", lambda: threads._cores() - 1)
     with threads.limited():
         assert tg.get_num_threads() == 1
     assert tg.get_num_threads() == 2
-    monkeypatch.setattr(threads, "_sample", (-1.0, 1))
+    monkeypatch.setattr(threads, "_sample", (-1.0, 1, 99))
     monkeypatch.setattr(threads, "_other_runnable", lambda: 0)
     with threads.limited():  # idle: the BLAS is left as it is
         assert tg.get_num_threads() == 2
@@ -121,7 +123,7 @@ def test_a_loop_on_a_busy_machine_uses_the_free_cores_then_restores(restore_thre
 def test_on_a_busy_machine_matmuls_and_backward_passes_use_the_free_cores(restore_threads, monkeypatch):
     tg.set_num_threads(2)
     monkeypatch.setattr(threads, "_chosen", None)
-    monkeypatch.setattr(threads, "_sample", (-1.0, 1))
+    monkeypatch.setattr(threads, "_sample", (-1.0, 1, 99))
     monkeypatch.setattr(threads, "_other_runnable", lambda: threads._cores() - 1)
     entered, real = [], threads.blas_threads
     monkeypatch.setattr(threads, "blas_threads", lambda n: (entered.append(n), real(n))[1])
@@ -136,7 +138,7 @@ def test_on_a_busy_machine_matmuls_and_backward_passes_use_the_free_cores(restor
     assert tg.get_num_threads() == 2 and g.shape == a.shape
 
     entered.clear()  # idle: nothing is switched
-    monkeypatch.setattr(threads, "_sample", (-1.0, 1))
+    monkeypatch.setattr(threads, "_sample", (-1.0, 1, 99))
     monkeypatch.setattr(threads, "_other_runnable", lambda: 0)
     (a @ b).sum().backward()
     assert entered == [] and tg.get_num_threads() == 2

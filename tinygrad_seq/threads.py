@@ -86,11 +86,12 @@ def loop_threads():
         return _chosen
     now = time.monotonic()
     if now - _sample[0] > 0.1:
-        _sample = now, max(1, _ncores - _other_runnable())
+        other = _other_runnable()
+        _sample = now, max(1, _ncores - min(other, _sample[2])), other  # busy at two looks running: not a blip
     return _sample[1]
 
 
-_sample = (-1.0, 1)  # (when, free cores) of the last look
+_sample = (-1.0, 1, 0)  # (when, free cores, other tasks) of the last look
 
 
 def _cores():
@@ -132,12 +133,18 @@ _inside = 0  # limited blocks open now (in any thread: the BLAS setting is the p
 def _other_runnable():
     """Tasks of other processes that are running or waiting for a core now (0 where Linux's /proc is absent)."""
     try:
+        ours = _running_here()
         running = int(_read("/proc/loadavg").split()[3].split(b"/")[0])
-        ours = sum(_read(f"/proc/self/task/{task}/stat").rpartition(b")")[2].split()[0] == b"R"
-                   for task in os.listdir("/proc/self/task"))
-    except (OSError, ValueError, IndexError):
+        ours = max(ours, _running_here())  # our BLAS threads start and stop all the time: one running at either
+    except (OSError, ValueError, IndexError):  # look may have been counted in `running` (else idle looks busy)
         return 0
     return max(0, running - ours)
+
+
+def _running_here():
+    """This process's threads that are running or waiting for a core now."""
+    return sum(_read(f"/proc/self/task/{task}/stat").rpartition(b")")[2].split()[0] == b"R"
+               for task in os.listdir("/proc/self/task"))
 
 
 def _read(path):
