@@ -74,7 +74,7 @@ START_THREADS = tg.get_num_threads()  # NumPy's BLAS as the process found it
 
 def use_threads(n):
     """n BLAS threads through tg.set_num_threads, or "default": what a program that never calls it gets
-    (NumPy's BLAS as it started, and the library's own loop policy, tinygrad_seq.threads.for_loop)."""
+    (NumPy's BLAS as it started, and the library's own thread policy, tinygrad_seq/threads.py)."""
     if n == "default":
         tg.threads._chosen = None  # the library's state before any set_num_threads call
         threadpoolctl.threadpool_limits(START_THREADS, user_api="blas")  # BLAS back to its starting count

@@ -132,11 +132,11 @@ _inside = 0  # limited blocks open now (in any thread: the BLAS setting is the p
 
 def _other_runnable():
     """Tasks of other processes that are running or waiting for a core now (0 where Linux's /proc is absent)."""
-    try:
-        ours = _running_here()
+    try:  # our BLAS threads start and stop all the time: one running at the look before or after the load is
+        ours = _running_here()  # read may be counted in it (counting ours once made an idle machine look busy)
         running = int(_read("/proc/loadavg").split()[3].split(b"/")[0])
-        ours = max(ours, _running_here())  # our BLAS threads start and stop all the time: one running at either
-    except (OSError, ValueError, IndexError):  # look may have been counted in `running` (else idle looks busy)
+        ours = max(ours, _running_here())
+    except (OSError, ValueError, IndexError):
         return 0
     return max(0, running - ours)
 
