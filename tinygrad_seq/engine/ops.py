@@ -3,7 +3,8 @@
 A rule uses operators, array methods (reshape, sum, T, astype) and other primitives (`Op.call`),
 so the same lines run on arrays in an ordinary backward and on Tensors under create_graph. A
 broadcast operand's gradient comes back at the broadcast shape: the walk sums it back. All else
-is a composite of these (the fused log-softmax, losses and erf are in tensors/fused.py).
+is a composite of these, or a primitive beside the methods that use it (the fused log-softmax,
+losses and erf in tensors/fused.py; sin, cos, atan, log1p, expm1 and cumsum in tensors/math_ops.py).
 """
 import itertools
 import operator
@@ -195,53 +196,6 @@ class Relu(Function):
         return g * (ctx.a > 0)
 
 
-class Sin(Function):
-    def forward(ctx, a):
-        ctx.a = a
-        return array_namespace(a).sin(a)
-
-    def backward(ctx, g):
-        return g * Cos.call(ctx.a)
-
-
-class Cos(Function):
-    def forward(ctx, a):
-        ctx.a = a
-        return array_namespace(a).cos(a)
-
-    def backward(ctx, g):
-        return -(g * Sin.call(ctx.a))
-
-
-class Atan(Function):
-    def forward(ctx, a):
-        ctx.a = a
-        return array_namespace(a).arctan(a)
-
-    def backward(ctx, g):
-        return g / (ctx.a * ctx.a + 1)
-
-
-class Log1p(Function):
-    """log(1 + x), accurate for small x."""
-    def forward(ctx, a):
-        ctx.a = a
-        return array_namespace(a).log1p(a)
-
-    def backward(ctx, g):
-        return g / (ctx.a + 1)
-
-
-class Expm1(Function):
-    """exp(x) - 1, accurate for small x."""
-    def forward(ctx, a):
-        ctx.out = out = array_namespace(a).expm1(a)
-        return out
-
-    def backward(ctx, g):
-        return g * (ctx.out + 1)
-
-
 class Call(Function):
     """xp.<name>(*arrays, **options), a NumPy function with no useful derivative: zero where it has one
     (floor, round, sign: the gradient is zeros, as PyTorch's) or none at all (isnan, logical_and, argsort:
@@ -283,17 +237,6 @@ class Max(Function):
         share = (ctx.a == ctx.top).astype(g.dtype)  # 1/(number of tied maxima) at the maxima: a constant
         share = share / share.sum(axis=ctx.axis, keepdims=True)
         return _expand_back(g, ctx.a.shape, ctx.axis, ctx.keepdims) * share
-
-
-class CumSum(Function):
-    """Running sums along `axis`; the rule is the running sum from the other end."""
-    def forward(ctx, a, axis):
-        ctx.axis = axis
-        return array_namespace(a).cumsum(a, axis=axis)
-
-    def backward(ctx, g):
-        axis = (ctx.axis,)
-        return Flip.call(CumSum.call(Flip.call(g, axis=axis), axis=ctx.axis), axis=axis)
 
 
 # ---- linear algebra ------------------------------------------------------------------

@@ -10,6 +10,7 @@ import math
 
 from ..engine import backend, ops
 from ..engine.tensor import Tensor as EngineTensor
+from . import math_ops
 from .elementwise import call
 from .methods import ValuesIndices, _prod, axes_arg, axis_arg, int_arg, shape_arg
 
@@ -131,7 +132,7 @@ class AxisMethods:
         x = self._accumulator(dtype)
         if x.ndim == 0:
             return x.reshape(1).cumsum(dim).reshape(())
-        return ops.CumSum.apply(x, axis=axis_arg("cumsum", dim, x.ndim))
+        return math_ops.CumSum.apply(x, axis=axis_arg("cumsum", dim, x.ndim))
 
     def cumprod(self, dim, *, dtype=None):
         """Running products along `dim`: a scan of log2(n) rounds of multiplications, whose gradient is

@@ -12,7 +12,7 @@ import operator
 
 from ..engine import backend, function, ops
 from ..engine.tensor import operand
-from . import fused
+from . import fused, math_ops
 from .methods import shape_arg
 
 
@@ -36,16 +36,16 @@ class ElementwiseMethods:
 
     # ---- math --------------------------------------------------------------------------
     def sin(self):
-        return ops.Sin.apply(self._floating())
+        return math_ops.Sin.apply(self._floating())
 
     def cos(self):
-        return ops.Cos.apply(self._floating())
+        return math_ops.Cos.apply(self._floating())
 
     def tan(self):
         return self.sin() / self.cos()
 
     def atan(self):
-        return ops.Atan.apply(self._floating())
+        return math_ops.Atan.apply(self._floating())
 
     arctan = atan
 
@@ -59,11 +59,11 @@ class ElementwiseMethods:
 
     def log1p(self):
         """log(1 + x), accurate for small x."""
-        return ops.Log1p.apply(self._floating())
+        return math_ops.Log1p.apply(self._floating())
 
     def expm1(self):
         """exp(x) - 1, accurate for small x."""
-        return ops.Expm1.apply(self._floating())
+        return math_ops.Expm1.apply(self._floating())
 
     def log2(self):
         return self._floating().log() * (1 / math.log(2))
