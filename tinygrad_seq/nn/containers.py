@@ -39,25 +39,24 @@ class Sequential(Module):
         return self
 
 
-class ModuleList(Module):
-    """A list of modules whose parameters the owner finds, named `name.0`, `name.1`, ... as in PyTorch."""
+class _ListOf(Module):
+    """What ModuleList and ParameterList share: a list whose members are named 0, 1, ... as in PyTorch,
+    each checked (and wrapped) by the class's `_member`."""
 
-    def __init__(self, modules=()):
+    def __init__(self, values=None):
         self._list = []
-        self.extend(modules)
+        if values is not None:
+            self.extend(values)
 
     def _members(self):
         for i, m in enumerate(self._list):
             yield str(i), m
 
     def __getitem__(self, i):
-        return ModuleList(self._list[i]) if isinstance(i, slice) else self._list[i]
+        return type(self)(self._list[i]) if isinstance(i, slice) else self._list[i]
 
-    def __setitem__(self, i, module):
-        self._list[i] = _module("ModuleList", module)
-
-    def __delitem__(self, i):
-        del self._list[i]
+    def __setitem__(self, i, value):
+        self._list[i] = self._member(value)
 
     def __len__(self):
         return len(self._list)
@@ -65,28 +64,26 @@ class ModuleList(Module):
     def __iter__(self):
         return iter(self._list)
 
-    def __iadd__(self, modules):
-        return self.extend(modules)
+    def __iadd__(self, values):
+        return self.extend(values)
 
-    def append(self, module):
-        self._list.append(_module("ModuleList", module))
+    def append(self, value):
+        self._list.append(self._member(value))
         return self
 
-    def extend(self, modules):
-        self._list.extend(_module("ModuleList", m) for m in modules)
+    def extend(self, values):
+        self._list.extend(self._member(v) for v in values)
         return self
 
-    def insert(self, index, module):
-        self._list.insert(index, _module("ModuleList", module))
 
+class _DictOf(Module):
+    """What ModuleDict and ParameterDict share: an ordered dict whose members are named by their (string)
+    keys, as in PyTorch, each checked (and wrapped) by the class's `_member`."""
 
-class ModuleDict(Module):
-    """An ordered dict of modules (string keys) whose parameters are named `name.key.*`, as in PyTorch."""
-
-    def __init__(self, modules=None):
+    def __init__(self, values=None):
         self._dict = {}
-        if modules is not None:
-            self.update(modules)
+        if values is not None:
+            self.update(values)
 
     def _members(self):
         yield from self._dict.items()
@@ -94,10 +91,10 @@ class ModuleDict(Module):
     def __getitem__(self, key):
         return self._dict[key]
 
-    def __setitem__(self, key, module):
+    def __setitem__(self, key, value):
         if not isinstance(key, str):
-            raise TypeError(f"ModuleDict: keys must be strings, got {type(key).__name__}")
-        self._dict[key] = _module("ModuleDict", module)
+            raise TypeError(f"{type(self).__name__}: keys must be strings, got {type(key).__name__}")
+        self._dict[key] = self._member(value)
 
     def __delitem__(self, key):
         del self._dict[key]
@@ -126,10 +123,30 @@ class ModuleDict(Module):
     def clear(self):
         self._dict.clear()
 
-    def update(self, modules):
-        """Add (key, module) pairs from a mapping or an iterable of pairs."""
-        for key, module in (modules.items() if hasattr(modules, "items") else modules):
-            self[key] = module
+    def update(self, values):
+        """Add (key, value) pairs from a mapping or an iterable of pairs."""
+        for key, value in (values.items() if hasattr(values, "items") else values):
+            self[key] = value
+
+
+class ModuleList(_ListOf):
+    """A list of modules whose parameters the owner finds, named `name.0`, `name.1`, ... as in PyTorch."""
+
+    def _member(self, value):
+        return _module(type(self).__name__, value)
+
+    def __delitem__(self, i):
+        del self._list[i]
+
+    def insert(self, index, module):
+        self._list.insert(index, self._member(module))
+
+
+class ModuleDict(_DictOf):
+    """An ordered dict of modules (string keys) whose parameters are named `name.key.*`, as in PyTorch."""
+
+    def _member(self, value):
+        return _module(type(self).__name__, value)
 
 
 def _parameter(owner, value):
@@ -147,98 +164,24 @@ def _describe(name, p):
     return f"  ({name}): Parameter containing: [{p.dtype} of size {size}{device}]"
 
 
-class ParameterList(Module):
+class ParameterList(_ListOf):
     """A list of parameters whose owner finds them, named `name.0`, `name.1`, ... as in PyTorch."""
 
-    def __init__(self, values=None):
-        self._list = []
-        if values is not None:
-            self.extend(values)
-
-    def _members(self):
-        for i, p in enumerate(self._list):
-            yield str(i), p
-
-    def __getitem__(self, i):
-        return ParameterList(self._list[i]) if isinstance(i, slice) else self._list[i]
-
-    def __setitem__(self, i, value):
-        self._list[i] = _parameter("ParameterList", value)
-
-    def __len__(self):
-        return len(self._list)
-
-    def __iter__(self):
-        return iter(self._list)
-
-    def __iadd__(self, values):
-        return self.extend(values)
-
-    def append(self, value):
-        self._list.append(_parameter("ParameterList", value))
-        return self
-
-    def extend(self, values):
-        self._list.extend(_parameter("ParameterList", v) for v in values)
-        return self
+    def _member(self, value):
+        return _parameter(type(self).__name__, value)
 
     def __repr__(self):
         return "\n".join(["ParameterList("] + [_describe(i, p) for i, p in enumerate(self._list)] + [")"])
 
 
-class ParameterDict(Module):
+class ParameterDict(_DictOf):
     """An ordered dict of parameters (string keys) named `name.key`, as in PyTorch."""
 
-    def __init__(self, parameters=None):
-        self._dict = {}
-        if parameters is not None:
-            self.update(parameters)
-
-    def _members(self):
-        yield from self._dict.items()
-
-    def __getitem__(self, key):
-        return self._dict[key]
-
-    def __setitem__(self, key, value):
-        if not isinstance(key, str):
-            raise TypeError(f"ParameterDict: keys must be strings, got {type(key).__name__}")
-        self._dict[key] = _parameter("ParameterDict", value)
-
-    def __delitem__(self, key):
-        del self._dict[key]
-
-    def __contains__(self, key):
-        return key in self._dict
-
-    def __len__(self):
-        return len(self._dict)
-
-    def __iter__(self):
-        return iter(self._dict)
-
-    def keys(self):
-        return self._dict.keys()
-
-    def values(self):
-        return self._dict.values()
-
-    def items(self):
-        return self._dict.items()
+    def _member(self, value):
+        return _parameter(type(self).__name__, value)
 
     def get(self, key, default=None):
         return self._dict.get(key, default)
-
-    def pop(self, key):
-        return self._dict.pop(key)
-
-    def clear(self):
-        self._dict.clear()
-
-    def update(self, parameters):
-        """Add (key, parameter) pairs from a mapping or an iterable of pairs."""
-        for key, value in (parameters.items() if hasattr(parameters, "items") else parameters):
-            self[key] = value
 
     def __repr__(self):
         return "\n".join(["ParameterDict("] + [_describe(k, p) for k, p in self._dict.items()] + [")"])
