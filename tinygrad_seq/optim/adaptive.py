@@ -4,7 +4,7 @@ path): Adagrad, Adadelta, RMSprop, Adam, AdamW, Adamax, NAdam, RAdam. Every one 
 "decoupled": p *= 1 - lr * weight_decay, for AdamW and with decoupled_weight_decay=True).
 """
 from ..engine import backend
-from .optimizer import Optimizer, _at_least, _buffer, _check_betas, _lerp_, _range
+from .optimizer import Optimizer, _buffer, _lerp_, _range
 
 
 class Adagrad(Optimizer):
@@ -14,6 +14,7 @@ class Adagrad(Optimizer):
     """
     _flags = ("maximize",)
     _state_keys = ("step", "sum")
+    _nonnegative = ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, *,
                  maximize=False):
@@ -26,10 +27,6 @@ class Adagrad(Optimizer):
         for p in group["params"]:
             total = backend.namespace(p.device).full(p.shape, group["initial_accumulator_value"], dtype=p.dtype)
             self.state[p] = {"step": 0, "sum": total}
-
-    def _check(self, group):
-        for key in ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
-            _at_least(self._name, key, group[key])
 
     def _update(self, data, grad, state, group):
         step = state["step"] = state["step"] + 1
@@ -48,13 +45,13 @@ class Adadelta(Optimizer):
     u = rho u + (1 - rho) d^2;  p -= lr * d."""
     _flags = ("maximize",)
     _state_keys = ("step", "square_avg", "acc_delta")
+    _nonnegative = ("lr", "eps", "weight_decay")
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, *, maximize=False):
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize))
 
     def _check(self, group):
-        for key in ("lr", "eps", "weight_decay"):
-            _at_least(self._name, key, group[key])
+        super()._check(group)
         _range(self._name, "rho", group["rho"], 0.0, 1.0)
 
     def _update(self, data, grad, state, group):
@@ -82,16 +79,12 @@ class Adam(Optimizer):
     _flags = ("amsgrad", "maximize", "decoupled_weight_decay")
     _pairs = ("betas",)
     _state_keys = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _nonnegative = ("lr", "eps", "weight_decay")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
                  maximize=False, decoupled_weight_decay=False):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                                       maximize=maximize, decoupled_weight_decay=decoupled_weight_decay))
-
-    def _check(self, group):
-        for key in ("lr", "eps", "weight_decay"):
-            _at_least(self._name, key, group[key])
-        _check_betas(self._name, group["betas"])
 
     def _update(self, data, grad, state, group):
         xp = backend.array_namespace(data)
@@ -134,15 +127,12 @@ class RMSprop(Optimizer):
     """
     _flags = ("centered", "maximize")
     _state_keys = ("step", "square_avg", "momentum_buffer", "grad_avg")
+    _nonnegative = ("lr", "alpha", "eps", "weight_decay", "momentum")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, *,
                  maximize=False):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered, maximize=maximize))
-
-    def _check(self, group):
-        for key in ("lr", "alpha", "eps", "weight_decay", "momentum"):
-            _at_least(self._name, key, group[key])
 
     def _update(self, data, grad, state, group):
         xp = backend.array_namespace(data)
@@ -180,14 +170,10 @@ class Adamax(Optimizer):
     _flags = ("maximize",)
     _pairs = ("betas",)
     _state_keys = ("step", "exp_avg", "exp_inf")
+    _nonnegative = ("lr", "eps", "weight_decay")
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *, maximize=False):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize))
-
-    def _check(self, group):
-        for key in ("lr", "eps", "weight_decay"):
-            _at_least(self._name, key, group[key])
-        _check_betas(self._name, group["betas"])
 
     def _update(self, data, grad, state, group):
         xp = backend.array_namespace(data)
@@ -212,17 +198,13 @@ class NAdam(Optimizer):
     _pairs = ("betas",)
     _state_keys = ("step", "mu_product", "exp_avg", "exp_avg_sq")
     _scalars = {"step": int, "mu_product": float}
+    _nonnegative = ("lr", "eps", "weight_decay", "momentum_decay")
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
                  decoupled_weight_decay=False, *, maximize=False):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize))
-
-    def _check(self, group):
-        for key in ("lr", "eps", "weight_decay", "momentum_decay"):
-            _at_least(self._name, key, group[key])
-        _check_betas(self._name, group["betas"])
 
     def _update(self, data, grad, state, group):
         xp = backend.array_namespace(data)
@@ -253,16 +235,12 @@ class RAdam(Optimizer):
     _flags = ("decoupled_weight_decay", "maximize")
     _pairs = ("betas",)
     _state_keys = ("step", "exp_avg", "exp_avg_sq")
+    _nonnegative = ("lr", "eps", "weight_decay")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
                  *, maximize=False):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       decoupled_weight_decay=decoupled_weight_decay, maximize=maximize))
-
-    def _check(self, group):
-        for key in ("lr", "eps", "weight_decay"):
-            _at_least(self._name, key, group[key])
-        _check_betas(self._name, group["betas"])
 
     def _update(self, data, grad, state, group):
         xp = backend.array_namespace(data)

@@ -113,6 +113,7 @@ class LBFGS(Optimizer):
     _names = ("line_search_fn",)
     _state_keys = ("func_evals", "n_iter", "al") + _VECTORS + _HISTORY + _NUMBERS + ("ro",)
     _scalars = {"func_evals": int, "n_iter": int}
+    _nonnegative = ("lr", "tolerance_grad", "tolerance_change")
 
     def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
                  history_size=100, line_search_fn=None):
@@ -130,8 +131,7 @@ class LBFGS(Optimizer):
         super().add_param_group(group)
 
     def _check(self, group):
-        for key in ("lr", "tolerance_grad", "tolerance_change"):
-            _at_least(self._name, key, group[key])
+        super()._check(group)
         for key in ("max_iter", "max_eval", "history_size"):
             _at_least(self._name, key, group[key], 1)
         if group["line_search_fn"] not in (None, "strong_wolfe"):

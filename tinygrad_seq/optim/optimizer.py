@@ -19,8 +19,9 @@ from ..tensors import Tensor
 class Optimizer:
     """Base class: parameter groups, zero_grad, step, state_dict / load_state_dict.
 
-    Subclasses give `defaults`, check a group's hyperparameters in `_check(group)` and
-    update one parameter in `_update(data, grad, state, group)` on raw arrays (with
+    Subclasses give `defaults`, name the hyperparameters that must be >= 0 in `_nonnegative`
+    (betas are checked wherever a group has them), add any other rule by extending
+    `_check(group)`, and update one parameter in `_update(data, grad, state, group)` on raw arrays (with
     maximize=True, `grad` is already negated).
     """
     _flags = ()       # hyperparameters that are booleans
@@ -28,6 +29,7 @@ class Optimizer:
     _ints = ()        # hyperparameters that are integers (LBFGS's max_iter)
     _names = ()       # hyperparameters that are a string or None (LBFGS's line_search_fn)
     _state_keys = ()  # the per-parameter state a state dict may hold
+    _nonnegative = ()  # hyperparameters that must be >= 0, in every group
     _scalars = {"step": int}  # state entries that are Python numbers (the rest are arrays like the parameter)
 
     def __init__(self, params, defaults):
@@ -104,7 +106,11 @@ class Optimizer:
             raise TypeError(f"{self._name}: hyperparameter {key!r} must be {kind}, got {value!r}") from None
 
     def _check(self, group):
-        raise NotImplementedError
+        """Check a group's hyperparameters: _nonnegative ones >= 0, betas in [0, 1); a subclass adds its own rules."""
+        for key in self._nonnegative:
+            _at_least(self._name, key, group[key])
+        if "betas" in group:
+            _check_betas(self._name, group["betas"])
 
     def _update(self, data, grad, state, group):
         raise NotImplementedError

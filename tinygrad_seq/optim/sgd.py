@@ -1,6 +1,6 @@
 """Stochastic gradient descent (PyTorch's torch.optim.SGD)."""
 from ..engine import backend
-from .optimizer import Optimizer, _at_least
+from .optimizer import Optimizer
 
 
 class SGD(Optimizer):
@@ -11,6 +11,7 @@ class SGD(Optimizer):
     """
     _flags = ("nesterov", "maximize")
     _state_keys = ("momentum_buffer",)
+    _nonnegative = ("lr", "momentum", "weight_decay")
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
                  maximize=False):
@@ -18,8 +19,7 @@ class SGD(Optimizer):
                                       weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
 
     def _check(self, group):
-        for key in ("lr", "momentum", "weight_decay"):
-            _at_least(self._name, key, group[key])
+        super()._check(group)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(f"{self._name}: Nesterov momentum requires momentum > 0 and zero dampening "
                              f"(got momentum={group['momentum']}, dampening={group['dampening']})")
