@@ -104,17 +104,21 @@ def test_loop_threads_follow_set_num_threads_or_the_free_cores(restore_threads, 
     assert threads.loop_threads() == 1
 
 
+def as_if_other_tasks(monkeypatch, count):
+    """The library's own policy (no set_num_threads), on a machine where `count` other tasks are running."""
+    monkeypatch.setattr(threads, "_chosen", None)
+    monkeypatch.setattr(threads, "_sample", (-1.0, 1, 99))
+    monkeypatch.setattr(threads, "_other_runnable", lambda: count)
+
+
 @needs_two_cores
 def test_a_loop_on_a_busy_machine_uses_the_free_cores_then_restores(restore_threads, monkeypatch):
     tg.set_num_threads(2)
-    monkeypatch.setattr(threads, "_chosen", None)
-    monkeypatch.setattr(threads, "_sample", (-1.0, 1, 99))
-    monkeypatch.setattr(threads, "_other_runnable", lambda: threads._cores() - 1)
+    as_if_other_tasks(monkeypatch, threads._cores() - 1)
     with threads.limited():
         assert tg.get_num_threads() == 1
     assert tg.get_num_threads() == 2
-    monkeypatch.setattr(threads, "_sample", (-1.0, 1, 99))
-    monkeypatch.setattr(threads, "_other_runnable", lambda: 0)
+    as_if_other_tasks(monkeypatch, 0)
     with threads.limited():  # idle: the BLAS is left as it is
         assert tg.get_num_threads() == 2
 
@@ -122,9 +126,7 @@ def test_a_loop_on_a_busy_machine_uses_the_free_cores_then_restores(restore_thre
 @needs_two_cores
 def test_on_a_busy_machine_matmuls_and_backward_passes_use_the_free_cores(restore_threads, monkeypatch):
     tg.set_num_threads(2)
-    monkeypatch.setattr(threads, "_chosen", None)
-    monkeypatch.setattr(threads, "_sample", (-1.0, 1, 99))
-    monkeypatch.setattr(threads, "_other_runnable", lambda: threads._cores() - 1)
+    as_if_other_tasks(monkeypatch, threads._cores() - 1)
     entered, real = [], threads.blas_threads
     monkeypatch.setattr(threads, "blas_threads", lambda n: (entered.append(n), real(n))[1])
     a, b = tg.randn(3, 4, requires_grad=True), tg.randn(4, 5)
@@ -138,8 +140,7 @@ def test_on_a_busy_machine_matmuls_and_backward_passes_use_the_free_cores(restor
     assert tg.get_num_threads() == 2 and g.shape == a.shape
 
     entered.clear()  # idle: nothing is switched
-    monkeypatch.setattr(threads, "_sample", (-1.0, 1, 99))
-    monkeypatch.setattr(threads, "_other_runnable", lambda: 0)
+    as_if_other_tasks(monkeypatch, 0)
     (a @ b).sum().backward()
     assert entered == [] and tg.get_num_threads() == 2
 
