@@ -7,6 +7,17 @@ from ..engine import backend
 from .optimizer import Optimizer, _buffer, _lerp_, _range
 
 
+def _decay(data, grad, lr, weight_decay, decoupled):
+    """Weight decay: decoupled (AdamW's), the parameter shrunk in place by lr * weight_decay; else L2, added
+    to the gradient. Returns the gradient to use."""
+    if weight_decay == 0:
+        return grad
+    if decoupled:
+        data *= 1 - lr * weight_decay
+        return grad
+    return grad + weight_decay * data
+
+
 class Adagrad(Optimizer):
     """Adagrad (Duchi et al. 2011): s += g^2;  p -= lr / (1 + (t - 1) lr_decay) * g / (sqrt(s) + eps).
 
@@ -90,11 +101,7 @@ class Adam(Optimizer):
         xp = backend.array_namespace(data)
         lr, (beta1, beta2), eps, weight_decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         step = state["step"] = state.get("step", 0) + 1
-        if weight_decay != 0:
-            if group["decoupled_weight_decay"]:
-                data *= 1 - lr * weight_decay
-            else:
-                grad = grad + weight_decay * data
+        grad = _decay(data, grad, lr, weight_decay, group["decoupled_weight_decay"])
         exp_avg, exp_avg_sq = _buffer(state, "exp_avg", data), _buffer(state, "exp_avg_sq", data)
         exp_avg *= beta1
         exp_avg += (1 - beta1) * grad
@@ -211,11 +218,7 @@ class NAdam(Optimizer):
         lr, (beta1, beta2), weight_decay = group["lr"], group["betas"], group["weight_decay"]
         step = state["step"] = state.get("step", 0) + 1
         bias_correction2 = 1 - beta2 ** step
-        if weight_decay != 0:
-            if group["decoupled_weight_decay"]:
-                data *= 1 - lr * weight_decay
-            else:
-                grad = grad + weight_decay * data
+        grad = _decay(data, grad, lr, weight_decay, group["decoupled_weight_decay"])
         mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * group["momentum_decay"])))
         mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * group["momentum_decay"])))
         mu_product = state["mu_product"] = state.get("mu_product", 1.0) * mu
@@ -246,11 +249,7 @@ class RAdam(Optimizer):
         xp = backend.array_namespace(data)
         lr, (beta1, beta2), weight_decay = group["lr"], group["betas"], group["weight_decay"]
         step = state["step"] = state.get("step", 0) + 1
-        if weight_decay != 0:
-            if group["decoupled_weight_decay"]:
-                data *= 1 - lr * weight_decay
-            else:
-                grad = grad + weight_decay * data
+        grad = _decay(data, grad, lr, weight_decay, group["decoupled_weight_decay"])
         exp_avg, exp_avg_sq = _buffer(state, "exp_avg", data), _buffer(state, "exp_avg_sq", data)
         _lerp_(exp_avg, grad, 1 - beta1)
         exp_avg_sq *= beta2
