@@ -5,6 +5,7 @@ from collections.abc import Mapping
 
 from ..engine import backend
 from ..tensors import Tensor
+from ..tensors.methods import ToShorthands
 
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
 
@@ -49,7 +50,7 @@ class RemovableHandle:
         self.remove()
 
 
-class Module:
+class Module(ToShorthands):
     """Base class of layers and models.
 
     Parameters, sub-modules and lists/dicts of them assigned as attributes are found by
@@ -355,21 +356,6 @@ class Module:
             device, dtype = None, device
         return self._convert(None if device is None else backend.parse_device(device),
                              None if dtype is None else backend.dtype(dtype))
-
-    def cpu(self):
-        return self.to("cpu")
-
-    def cuda(self, index=0):
-        return self.to(f"cuda:{index}")
-
-    def double(self):
-        return self.to(dtype=backend.float64)
-
-    def float(self):
-        return self.to(dtype=backend.float32)
-
-    def half(self):
-        return self.to(dtype=backend.float16)
 
     def requires_grad_(self, requires_grad=True):
         """Switch gradient recording on or off for every parameter (freeze with requires_grad_(False))."""

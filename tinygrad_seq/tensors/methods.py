@@ -16,7 +16,32 @@ ValuesIndices = collections.namedtuple("ValuesIndices", ["values", "indices"])
 ValuesIndices.__doc__ = "(values, indices), what max(dim), min(dim) and topk return (PyTorch's return_types)."
 
 
-class TensorMethods:
+class ToShorthands:
+    """PyTorch's shorthands for self.to(...), which tensors, modules and packed sequences all have (a mixin)."""
+    __slots__ = ()
+
+    def cpu(self):
+        """On the CPU (a tensor: differentiable, self if already there)."""
+        return self.to("cpu")
+
+    def cuda(self, index=0):
+        """On GPU `index` (needs CuPy: pip install "tinygrad_seq[cuda]")."""
+        return self.to(f"cuda:{index}")
+
+    def float(self):
+        """As float32."""
+        return self.to(dtype=backend.float32)
+
+    def double(self):
+        """As float64."""
+        return self.to(dtype=backend.float64)
+
+    def half(self):
+        """As float16."""
+        return self.to(dtype=backend.float16)
+
+
+class TensorMethods(ToShorthands):
     """The methods tg.Tensor adds to the engine's Tensor (a mixin: no state of its own)."""
     __slots__ = ()
 
@@ -175,22 +200,6 @@ class TensorMethods:
         """The number of elements."""
         return self._data.size
 
-    def cpu(self):
-        """This tensor on the CPU (differentiable; self if already there)."""
-        return self.to("cpu")
-
-    def cuda(self, index=0):
-        """This tensor on GPU `index` (needs CuPy: pip install "tinygrad_seq[cuda]")."""
-        return self.to(f"cuda:{index}")
-
-    def float(self):
-        """This tensor as float32."""
-        return self.to(dtype=backend.float32)
-
-    def double(self):
-        """This tensor as float64."""
-        return self.to(dtype=backend.float64)
-
     def long(self):
         """This tensor as int64 (no gradient)."""
         return self.to(dtype=backend.int64)
@@ -198,10 +207,6 @@ class TensorMethods:
     def int(self):
         """This tensor as int32 (no gradient)."""
         return self.to(dtype=backend.int32)
-
-    def half(self):
-        """This tensor as float16."""
-        return self.to(dtype=backend.float16)
 
     def type(self, dtype=None):
         """With no argument the dtype's name; else this tensor converted to `dtype`."""

@@ -16,12 +16,13 @@ from collections import namedtuple
 
 from ...engine import backend
 from ...tensors import Tensor, cat, full, stack
+from ...tensors.methods import ToShorthands
 
 __all__ = ["PackedSequence", "invert_permutation", "pack_padded_sequence", "pad_packed_sequence", "pad_sequence",
            "unpad_sequence", "pack_sequence", "unpack_sequence"]
 
 
-class PackedSequence(namedtuple("PackedSequence", ["data", "batch_sizes", "sorted_indices", "unsorted_indices"])):
+class PackedSequence(ToShorthands, namedtuple("PackedSequence", ["data", "batch_sizes", "sorted_indices", "unsorted_indices"])):
     """(data, batch_sizes, sorted_indices, unsorted_indices), made by pack_padded_sequence or pack_sequence.
 
     unsorted_indices defaults to the inverse of sorted_indices. Conversions (`to`, `float`, `double`, ...)
@@ -52,21 +53,6 @@ class PackedSequence(namedtuple("PackedSequence", ["data", "batch_sizes", "sorte
             return self
         move = (lambda t: None if t is None else t.to(data.device))
         return type(self)(data, self.batch_sizes, move(self.sorted_indices), move(self.unsorted_indices))
-
-    def cpu(self):
-        return self.to("cpu")
-
-    def cuda(self, index=0):
-        return self.to(f"cuda:{index}")
-
-    def float(self):
-        return self.to(dtype=backend.float32)
-
-    def double(self):
-        return self.to(dtype=backend.float64)
-
-    def half(self):
-        return self.to(dtype=backend.float16)
 
     def long(self):
         return self.to(dtype=backend.int64)
