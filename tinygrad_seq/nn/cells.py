@@ -60,12 +60,12 @@ class RNNCellBase(Module):
         """Once per sequence x (T, B, I): every step's input projected by one matmul, and the constants each
         step reads (the recurrent weight transposed into a contiguous array: faster at small batches)."""
         T, B, I = x.shape
-        if T == 1:  # one step (a decoder fed token by token): as forward does it, no weight copied
-            return self.project(x[0]).reshape(1, B, -1), self.constants(self.weight_hh.T)
+        if T == 1:  # one step (a decoder fed token by token): as forward does it, no weight copied or reshaped
+            return self.project(x), self.constants(self.weight_hh.T)
         return self.project(x.reshape(T * B, I)).reshape(T, B, -1), self.constants(self.weight_hh.T.contiguous())
 
     def project(self, x):
-        """x W_ih^T + b_ih + b_hh, for rows x (N, I)."""
+        """x W_ih^T + b_ih + b_hh, for rows x (..., I)."""
         bias = self.bias_ih + self.bias_hh if self.bias_ih is not None else None
         return x @ self.weight_ih.T if bias is None else x @ self.weight_ih.T + bias
 

@@ -572,7 +572,7 @@ class TensorMethods(ToShorthands):
     def unsqueeze(self, axis=None, *, dim=None):
         """Insert a size-1 axis at position `axis`."""
         a = axis_arg("unsqueeze", axis if dim is None else dim, self.ndim, extra=1)
-        return self.reshape(self.shape[:a] + (1,) + self.shape[a:])
+        return ops.Reshape.apply(self, shape=self.shape[:a] + (1,) + self.shape[a:])
 
     def split(self, size_or_sections, axis=0, *, dim=None):
         """Split along `axis` into pieces of a given size (int) or of the given sizes (list)."""
