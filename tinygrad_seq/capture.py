@@ -222,7 +222,7 @@ class _Program:
             raise Fallback("the step returns a state of another structure than it takes; return a tuple of as many "
                            "tensors as the state it is given")
         self.n_state, self.values, self.kinds, self.ops, self.tensor_slot, self.array_slot = len(items), [], [], [], {}, {}
-        self.kept = []  # the arrays the step's contexts keep for backward
+        self.contexts = []  # each op's context (what it keeps for backward)
         for t in (x_t,) + items:
             self.tensor_slot[id(t)] = self._new("input", t)
         for ctx, args, kwargs, result in log:
@@ -232,7 +232,7 @@ class _Program:
             if not ctx.forward_on_arrays:
                 raise Fallback(f"the step uses {ctx.name}, a PyTorch-style Function (its forward runs on Tensors); "
                                "write its forward and backward on arrays (README: writing a primitive)")
-            self.kept.extend(ctx.kept_arrays())
+            self.contexts.append(ctx)
             op = _Op()
             op.cls, op.kwargs, op.needs = type(ctx), kwargs, ctx.needs_input_grad
             op.args = [self._slot(a, ctx.parents[j] is not None) for j, a in enumerate(args)]
@@ -244,11 +244,12 @@ class _Program:
             self.ops.append(op)
         self.outputs = [self._slot(t, t.requires_grad) for t in new_items]
         self.state_grads = [t.requires_grad for t in items], [t.requires_grad for t in new_items]
+        self.shapes = [_shape(v) for v in self.values]
 
     def _new(self, kind, value):
         self.kinds.append(kind)
         self.values.append(value)
-        data = value.array if isinstance(value, Tensor) else value
+        data = value._data if isinstance(value, Tensor) else value
         if backend.is_array(data):
             self.array_slot.setdefault(id(data), len(self.values) - 1)
         return len(self.values) - 1
@@ -258,7 +259,7 @@ class _Program:
         if isinstance(arg, Tensor):
             slot = self.tensor_slot.get(id(arg))
             if slot is None and not wants_grad:  # a detached view of a step value (x.detach(), a comparison)
-                slot = self.array_slot.get(id(arg.array))
+                slot = self.array_slot.get(id(arg._data))
             if slot is None:
                 slot = self.tensor_slot[id(arg)] = self._new("free", arg)
             return slot
@@ -268,12 +269,11 @@ class _Program:
     def signature(self):
         """What must agree between the two recorded steps, besides the values of free tensors and constants
         (which inputs want a gradient may differ: step 0's state may not require grad; step 1's is replayed)."""
-        return (self.kinds, [(op.cls, op.args, op.out, op.n_out) for op in self.ops], self.outputs,
-                [_shape(v) for v in self.values])
+        return self.kinds, [(op.cls, op.args, op.out, op.n_out) for op in self.ops], self.outputs, self.shapes
 
 
 def _shape(value):
-    data = value.array if isinstance(value, Tensor) else value
+    data = value._data if isinstance(value, Tensor) else value
     return (data.shape, data.dtype, backend.device_of(data)) if backend.is_array(data) else None
 
 
@@ -361,13 +361,16 @@ class _Run:
         for s, k in enumerate(kinds):
             if k == "constant":
                 self.statics[s] = p1.values[s].array if isinstance(p1.values[s], Tensor) else p1.values[s]
-        self.shapes = [_shape(v) for v in p1.values]
+        self.shapes = p1.shapes
         # Buffers: an op that can write into `out=` writes a result no context keeps (a temporary) into one
-        # buffer reused at every step, and the step's output into the loop's output array.
+        # buffer reused at every step, and the step's output into the loop's output array. (Such an op's
+        # result is a new array: a kept array shares its memory only if it is that array or a view.)
         writers = {op.out: op for op in self.step_ops if op.n_out == 1 and _writes_out(op.cls)}
-        xp = backend.array_namespace(p1.values[0].array)
-        self.scratch = [s for s in writers if s not in self.outputs and
-                        not any(xp.may_share_memory(p1.values[s].array, kept) for kept in p1.kept)]
+        kept = [a for ctx in p1.contexts for a in ctx.kept_arrays()]
+        kept_ids, views = {id(a) for a in kept}, [a for a in kept if a.base is not None]
+        xp = backend.array_namespace(p1.values[0]._data)
+        self.scratch = [s for s in writers if s not in self.outputs and id(p1.values[s]._data) not in kept_ids and
+                        not any(xp.may_share_memory(p1.values[s]._data, view) for view in views)]
         self.direct = self.outputs[0] if self.outputs[0] in writers else None
         self.source, self.forward_step, self.backward_step = _compile(self, array_type)
 
