@@ -204,6 +204,16 @@ def test_linear_folds_leading_axes_into_one_matmul():
     assert nodes.count("Matmul") == 1
 
 
+@pytest.mark.parametrize("loss", ["log_softmax", "cross_entropy"])
+def test_the_softmax_is_not_kept_for_backward_only_the_log_probabilities(loss):
+    x = Tensor(np.random.default_rng(4).standard_normal((5, 700)), requires_grad=True)
+    out = F.log_softmax(x, dim=1) if loss == "log_softmax" else F.cross_entropy(x, Tensor(np.arange(5)))
+    full = [a for a in out.grad_fn.kept_arrays() if a.shape == x.shape]
+    assert len(full) == 1  # as in PyTorch: one (N, C) array between forward and backward, not two
+    if loss == "log_softmax":
+        assert full[0] is out.array
+
+
 @pytest.mark.parametrize("loss", ["log_softmax", "cross_entropy", "nll_loss"])
 def test_wide_rows_computed_in_blocks_on_several_threads_equal_one_pass(loss, monkeypatch):
     from tinygrad_seq import threads

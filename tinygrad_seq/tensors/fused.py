@@ -1,8 +1,11 @@
 """Functions that fuse several ops into one node: log-softmax, the losses on it, erf. Each is written
 with the engine's Function API as a user would write one: a forward on arrays and one derivative
 rule that also runs on Tensors (create_graph differentiates it again). What a rule reads must be
-an input or an output of its op, so an op whose rule needs the softmax returns it as a second
-output (the callers drop it); the softmax's own rule is softmax_rule.
+an input or an output of its op, so CrossEntropy returns its log-probabilities as a second output
+(the callers drop it); the rules get the softmax back as exp(log-probabilities), as PyTorch's do.
+
+Wide rows (a language model's vocabulary) are computed in chunks of rows, split between the cores:
+each chunk's temporaries stay in cache, and only the results are allocated at full size.
 """
 import math
 
@@ -15,66 +18,74 @@ EXP_FLOOR = {2: -8.0, 4: -40.0}  # by itemsize: exp below these is negligible ne
 
 
 def log_softmax(xp, a, axis):
-    """(log_softmax(a), softmax(a)) along `axis`: no overflow for any magnitude, no cancellation at |a| ~ 1e4.
-    Wide rows (a language model's vocabulary) are split into row blocks computed on several cores."""
-    z, p = xp.empty_like(a), xp.empty_like(a)
-    if _wide(a, axis):
-        threads.in_row_blocks(lambda lo, hi: _log_softmax_into(xp, a[lo:hi], axis, z[lo:hi], p[lo:hi]), a.shape[0])
-    else:
-        _log_softmax_into(xp, a, axis, z, p)
-    return z, p
+    """log_softmax(a) along `axis`: no overflow for any magnitude, no cancellation at |a| ~ 1e4."""
+    z = xp.empty_like(a)
+    _rowwise(lambda rows: _log_softmax_into(xp, a[rows], axis, z[rows]), a, axis)
+    return z
 
 
-def _log_softmax_into(xp, a, axis, z, p):
+def _log_softmax_into(xp, a, axis, z):
     m = a.max(axis=axis, keepdims=True)
     xp.subtract(a, xp.where(xp.isfinite(m), m, m.dtype.type(0)), out=z)
-    floor = z.dtype.type(EXP_FLOOR.get(z.dtype.itemsize, -200.0))
-    xp.maximum(z, floor, out=p)  # exp(z), clamped: exp(floor) is ~1e-18 of the row's 1 in float32 (1e-87 in
-    xp.exp(p, out=p)             # float64), and nothing underflows
-    total = p.sum(axis=axis, keepdims=True)
-    z -= xp.log(total)
-    p /= total
+    e = _exp_clamped(z)
+    z -= xp.log(e.sum(axis=axis, keepdims=True))
+
+
+def _exp_clamped(z):
+    """exp(z) for z <= 0, clamped: exp(floor) is ~1e-18 of a row's 1 in float32 (1e-87 in float64), and
+    nothing underflows (an array, or a Tensor in a rule under create_graph)."""
+    return ops.Exp.call(ops.Maximum.call(z, EXP_FLOOR.get(z.dtype.itemsize, -200.0)))
+
+
+def log_softmax_rule(out, g, axis):
+    """The gradient of x through out = log_softmax(x) along `axis`: g - softmax * sum(g)."""
+    return g - _exp_clamped(out) * g.sum(axis=axis, keepdims=True)
+
+
+def _rowwise(fill, a, axis):
+    """fill(rows) over all of `a` (rows = ...), or, for wide host rows along the last axis, over chunks of
+    _CHUNK rows (slices) split between the cores: fill must only write the given rows of its outputs."""
+    if not _wide(a, axis):
+        fill(...)
+        return
+
+    def block(lo, hi):
+        for start in range(lo, hi, _CHUNK):
+            fill(slice(start, min(start + _CHUNK, hi)))
+    threads.in_row_blocks(block, a.shape[0])
 
 
 def _wide(a, axis):
-    """Whether rows of `a` along the last axis are worth computing on several cores (host arrays)."""
+    """Whether rows of `a` along the last axis are worth computing in chunks on several cores (host arrays)."""
     return type(a) is backend.ndarray and a.ndim == 2 and axis in (1, -1) and a.size >= _WIDE
 
 
 _WIDE = 1 << 18  # elements: below this a ufunc call is too short to share
+_CHUNK = 32      # rows: a chunk's temporaries (32 rows of a vocabulary of 8,000: 1 MB) stay in cache
 
 
-def _rowwise(fn, axis, *arrays):
-    """fn(*arrays), computed in row blocks on several cores when they are wide host arrays reduced along
-    `axis` (a rule on Tensors, or on small arrays, runs as it is written)."""
+def _rows_of(rule, axis, *arrays):
+    """rule(*arrays), a derivative rule, computed chunk by chunk into one array where the rows are wide (on
+    Tensors under create_graph, and on other arrays, it runs as it is written)."""
     if not _wide(arrays[0], axis):
-        return fn(*arrays)
-    out = backend.namespace("cpu").empty_like(arrays[0])
+        return rule(*arrays)
+    out = array_namespace(arrays[0]).empty_like(arrays[0])
 
-    def block(lo, hi):
-        out[lo:hi] = fn(*[a[lo:hi] for a in arrays])
-    threads.in_row_blocks(block, out.shape[0])
+    def fill(rows):
+        out[rows] = rule(*[a[rows] for a in arrays])
+    _rowwise(fill, arrays[0], axis)
     return out
 
 
 class LogSoftmax(Function):
-    """log_softmax along `axis`, and the softmax as a second output, which its rule reads."""
+    """log_softmax along `axis`; its rule reads the output (the softmax is exp of it)."""
     def forward(ctx, a, axis):
-        out, ctx.p = log_softmax(array_namespace(a), a, axis)
-        ctx.axis = axis
-        return out, ctx.p
+        ctx.out, ctx.axis = log_softmax(array_namespace(a), a, axis), axis
+        return ctx.out
 
-    def backward(ctx, g, g_p):
+    def backward(ctx, g):
         axis = ctx.axis
-        grad = None if g is None else _rowwise(lambda g, p: g - p * g.sum(axis=axis, keepdims=True), axis, g,
-                                                 ctx.p)
-        return grad if g_p is None else softmax_rule(ctx.p, g_p, ctx.axis, grad)
-
-
-def softmax_rule(p, g_p, axis, grad=None):
-    """grad + the gradient through p = softmax(x) along `axis`: p (g_p - sum(g_p p))."""
-    through = p * (g_p - (g_p * p).sum(axis=axis, keepdims=True))
-    return through if grad is None else grad + through
+        return _rows_of(lambda out, g: log_softmax_rule(out, g, axis), axis, ctx.out, g)
 
 
 def _pick(xp, scores, target, weight, ignore_index):
@@ -119,11 +130,11 @@ class CrossEntropy(Function):
 
     loss_i = (1 - eps) w[t_i] (-logp[i, t_i]) + eps / C * sum_c w_c (-logp[i, c]), ignored rows 0;
     'mean' divides both parts by the sum of w[t_i] over rows not ignored. The gradient is
-    softmax * (row weight) - the target terms; the softmax is the op's second output.
+    softmax * (row weight) - the target terms; the log-probabilities are the op's second output.
     """
     def forward(ctx, logits, target, weight, ignore_index, label_smoothing, reduction):
         xp = array_namespace(logits)
-        logp, ctx.p = log_softmax(xp, logits, 1)
+        ctx.logp = logp = log_softmax(xp, logits, 1)
         rows, cols, w_t, denominator = _pick(xp, logits, target, weight, ignore_index)
         loss = -logp[rows, cols] * w_t
         if label_smoothing:
@@ -133,21 +144,24 @@ class CrossEntropy(Function):
             ctx.valid = valid
         ctx.rows, ctx.cols, ctx.w_t, ctx.denominator = rows, cols, w_t, denominator
         ctx.weight, ctx.label_smoothing, ctx.reduction = weight, label_smoothing, reduction
-        return _reduced(loss, reduction, denominator), ctx.p
+        return _reduced(loss, reduction, denominator), logp
 
-    def backward(ctx, g, g_p):
-        p, grad = ctx.p, None
+    def backward(ctx, g, g_logp):
+        logp, grad = ctx.logp, None
         if g is not None:
-            eps, C = ctx.label_smoothing, p.shape[1]
+            eps, C = ctx.label_smoothing, logp.shape[1]
             a = _scale(ctx, g) * ctx.w_t * (1 - eps)  # per row: the weight of the NLL part
             if eps:
                 b = _scale(ctx, g) * ctx.valid * (eps / C)  # per row: the weight of the smoothing part
-                grad = p * (a + b * (C if ctx.weight is None else ctx.weight.sum()))[:, None]
+                grad = _exp_clamped(logp) * (a + b * (C if ctx.weight is None else ctx.weight.sum()))[:, None]
                 grad -= b[:, None] if ctx.weight is None else b[:, None] * ctx.weight
             else:
-                grad = _rowwise(lambda p, a: p * a[:, None], 1, p, a)
+                grad = _rows_of(lambda logp, a: _exp_clamped(logp) * a[:, None], 1, logp, a)
             grad[ctx.rows, ctx.cols] -= a
-        return (grad if g_p is None else softmax_rule(p, g_p, 1, grad)), None, None
+        if g_logp is not None:
+            through = log_softmax_rule(logp, g_logp, 1)
+            grad = through if grad is None else grad + through
+        return grad, None, None
 
 
 class Erf(Function):

@@ -490,7 +490,7 @@ class TensorMethods(ToShorthands):
         a = axis_arg("log_softmax", axis if dim is None else dim, self.ndim)
         if self.numel() == 0 or not backend.is_floating(self.dtype):
             return self - self.logsumexp(a, keepdims=True)
-        return fused.LogSoftmax.apply(self, axis=a)[0]
+        return fused.LogSoftmax.apply(self, axis=a)
 
     def view(self, *shape):
         """reshape (PyTorch's name; the result shares memory where NumPy's reshape would)."""
