@@ -184,24 +184,35 @@ def test_shape_errors_name_the_loss_and_the_shapes_it_takes(fn, op):
         fn(tg.zeros(()), Tensor(0))
 
 
-def test_linear_folds_leading_axes_into_one_matmul():
+@pytest.mark.parametrize("shape", [(4, 3), (5, 4, 3), (2, 3, 4, 3)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_is_one_node_over_all_leading_axes_with_the_textbook_gradients(shape, bias):
     rng = np.random.default_rng(0)
-    x, w, b = rng.standard_normal((5, 4, 3)), rng.standard_normal((2, 3)), rng.standard_normal(2)
+    x, w, b = rng.standard_normal(shape), rng.standard_normal((2, 3)), rng.standard_normal(2)
     tx, tw, tb = (Tensor(a, requires_grad=True) for a in (x, w, b))
-    out = F.linear(tx, tw, tb)
-    np.testing.assert_allclose(out.numpy(), x @ w.T + b, rtol=1e-12)
-    assert type(out.grad_fn) is ops.Reshape
+    out = F.linear(tx, tw, tb if bias else None)
+    np.testing.assert_allclose(out.numpy(), x @ w.T + (b if bias else 0), rtol=1e-12)
+    assert type(out.grad_fn) is fused.Linear and all(e is None or type(e) is not Edge for e in out.grad_fn.parents)
     g = rng.standard_normal(out.shape)
     out.backward(Tensor(g))
-    np.testing.assert_allclose(tw.grad.numpy(), np.einsum("tbo,tbi->oi", g, x), rtol=1e-12)
+    rows, g_rows = x.reshape(-1, 3), g.reshape(-1, 2)
+    np.testing.assert_allclose(tw.grad.numpy(), g_rows.T @ rows, rtol=1e-12)
     np.testing.assert_allclose(tx.grad.numpy(), g @ w, rtol=1e-12)
-    np.testing.assert_allclose(tb.grad.numpy(), g.sum((0, 1)), rtol=1e-12)
-    nodes, stack = [], [out.grad_fn]
-    while stack:
-        node = stack.pop()
-        nodes.append(type(node).__name__)
-        stack += [e.node for e in node.parents if isinstance(e, Edge)]
-    assert nodes.count("Matmul") == 1
+    if bias:
+        np.testing.assert_allclose(tb.grad.numpy(), g_rows.sum(0), rtol=1e-12)
+    else:
+        assert tb.grad is None
+    inputs = (tx, tw, tb) if bias else (tx, tw)
+    assert tg.autograd.gradcheck(lambda *a: F.linear(*a), inputs)
+    assert tg.autograd.gradgradcheck(lambda *a: F.linear(*a), inputs)
+
+
+def test_linear_refuses_mixed_dtypes_and_broadcasts_other_bias_shapes_as_plus_does():
+    x, w = tg.randn(4, 3, dtype="float64"), tg.randn(2, 3)
+    with pytest.raises(TypeError, match=r"^linear: input, weight and bias must have one dtype, got float64, float32"):
+        F.linear(x, w)
+    x, b = x.float(), tg.randn(4, 2)
+    np.testing.assert_allclose(F.linear(x, w, b).numpy(), x.numpy() @ w.numpy().T + b.numpy(), rtol=1e-6)
 
 
 @pytest.mark.parametrize("loss", ["log_softmax", "cross_entropy"])

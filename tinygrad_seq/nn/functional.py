@@ -11,7 +11,7 @@ from ..tensors.functions import broadcast_tensors
 from .cells import GRUCell, LSTMCell, RNNCell
 from .dropout import dropout1d, dropout2d
 from .normalization import batch_norm
-from ..tensors.fused import CrossEntropy, Erf, NLLLoss
+from ..tensors.fused import CrossEntropy, Erf, Linear, NLLLoss
 
 __all__ = ["batch_norm", "binary_cross_entropy", "binary_cross_entropy_with_logits", "celu", "cosine_similarity", "cross_entropy",
            "dropout", "dropout1d", "dropout2d", "elu", "embedding", "gelu", "glu", "gru_cell", "hardsigmoid", "hardswish", "hardtanh",
@@ -193,19 +193,15 @@ def _loss_constant(op, name, value, logits):
 
 
 def linear(x, weight, bias=None):
-    """x @ weight.T + bias, with PyTorch's (out_features, in_features) weight layout.
-
-    Leading axes are folded into one: (..., in) is reshaped to 2-D, multiplied once, and
-    reshaped back, so the forward is one matmul and so is the weight's gradient.
-    """
-    if x.ndim == 0 or x.shape[-1:] != weight.shape[1:]:
+    """x @ weight.T + bias, with PyTorch's (out_features, in_features) weight layout: one node (fused.Linear),
+    whose forward is one matrix product over all leading axes with the bias added in place, and so is the
+    weight's gradient. A bias of another shape than (out_features,) is broadcast as `+` does."""
+    if x.ndim == 0 or weight.ndim != 2 or x.shape[-1:] != weight.shape[1:]:
         raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {weight.shape} "
-                         f"(expected input features {weight.shape[1]})")
-    lead = x.shape[:-1]
-    out = (x.reshape(math.prod(lead), x.shape[-1]) if x.ndim > 2 else x) @ weight.T
-    if bias is not None:
-        out = out + bias
-    return out.reshape(lead + (weight.shape[0],)) if x.ndim > 2 else out
+                         f"(expected input features {weight.shape[-1]})")
+    if bias is None or bias.shape == weight.shape[:1]:
+        return Linear.apply(x, weight, bias)
+    return Linear.apply(x, weight) + bias
 
 
 def relu(x, inplace=False):

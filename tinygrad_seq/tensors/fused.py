@@ -1,4 +1,4 @@
-"""Functions that fuse several ops into one node: log-softmax, the losses on it, erf. Each is written
+"""Functions that fuse several ops into one node: a linear layer, log-softmax, the losses on it, erf. Each is written
 with the engine's Function API as a user would write one: a forward on arrays and one derivative
 rule that also runs on Tensors (create_graph differentiates it again). What a rule reads must be
 an input or an output of its op, so CrossEntropy returns its log-probabilities as a second output
@@ -12,7 +12,7 @@ import math
 from .. import threads
 from ..engine import backend, ops
 from ..engine.backend import array_namespace
-from ..engine.function import Function
+from ..engine.function import Function, ProductSum, TensorBase
 
 EXP_FLOOR = {2: -8.0, 4: -40.0}  # by itemsize: exp below these is negligible next to 1 (float16, float32)
 
@@ -162,6 +162,37 @@ class CrossEntropy(Function):
             through = log_softmax_rule(logp, g_logp, 1)
             grad = through if grad is None else grad + through
         return grad, None, None
+
+
+class Linear(Function):
+    """x @ w.T + b in one node, as PyTorch's addmm: the leading axes of x (..., I) are folded into one matrix
+    product with w (O, I), and the bias b (O,) or None is added in place into it. w's gradient over all rows
+    is one product, kept lazy on arrays (function.ProductSum) as Matmul's is, so that a layer a recurrent
+    step reads at every step gets one product over all steps."""
+    lazy_grads = (1,)
+
+    def forward(ctx, x, w, b=None, out=None):
+        if x.ndim == 0 or w.ndim != 2 or x.shape[-1] != w.shape[1]:
+            raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {w.shape}")
+        if w.dtype != x.dtype or b is not None and b.dtype != x.dtype:
+            raise TypeError(f"linear: input, weight and bias must have one dtype, got {x.dtype}, {w.dtype}"
+                            f"{'' if b is None else f' and {b.dtype}'}")
+        ctx.x, ctx.w = x, w
+        rows = x if x.ndim == 2 else x.reshape((-1, x.shape[-1]))
+        if out is None:
+            y = rows @ w.T
+        else:
+            y = array_namespace(out).matmul(rows, w.T, out=out if out.ndim == 2 else out.reshape((-1, w.shape[0])))
+        if b is not None:
+            y += b
+        return out if out is not None else y if x.ndim == 2 else y.reshape(x.shape[:-1] + (w.shape[0],))
+
+    def backward(ctx, g):
+        x, w = ctx.x, ctx.w
+        need_x, need_w, need_b = ctx.needs_input_grad
+        rows, g_rows = x.reshape((-1, x.shape[-1])), g.reshape((-1, g.shape[-1]))
+        gw = (g_rows.T @ rows if isinstance(g, TensorBase) else ProductSum(g_rows, rows)) if need_w else None
+        return ((g_rows @ w).reshape(x.shape) if need_x else None), gw, (g_rows.sum(axis=0) if need_b else None)
 
 
 class Erf(Function):
