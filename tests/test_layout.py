@@ -103,8 +103,8 @@ def test_the_repository_root_holds_only_the_layout_docs_and_config():
     if not tracked:  # not a git checkout (an sdist): nothing to check
         return
     top = {path.split("/")[0] for path in tracked}
-    assert top <= {".ci", ".gitignore", "MANIFEST.in", "README.md", "pyproject.toml", "tinygrad_seq", "examples",
-                   "tests", "benchmarks", "tools", "data"}, top
+    assert top <= {".ci", ".gitignore", "LICENSE", "MANIFEST.in", "README.md", "pyproject.toml", "tinygrad_seq",
+                   "examples", "tests", "benchmarks", "tools", "data"}, top
 
 
 def test_the_source_distribution_holds_every_tracked_file(tmp_path):
