@@ -41,8 +41,8 @@ class LayerNormLSTMCell(RNNCellBase):
         return super().initial_state(batch_size), super().initial_state(batch_size)
 
     def project(self, x):
-        """LN(x W_ih^T; a_2, b_2) + b, for rows x (N, I)."""
-        z = self.layernorm_ih(x @ self.weight_ih.T)
+        """LN(x W_ih^T; a_2, b_2) + b, for x (..., I)."""
+        z = self.layernorm_ih(F.linear(x, self.weight_ih))
         return z + (self.bias_ih + self.bias_hh) if self.bias_ih is not None else z
 
     def step(self, x_t, state, w_hh_t):

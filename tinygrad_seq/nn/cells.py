@@ -10,6 +10,7 @@ cell API and runs the same step.
 import functools
 
 from ..tensors import Tensor, zeros
+from ..tensors.fused import Linear
 from . import init
 from .module import Module, Parameter, check_input
 
@@ -59,15 +60,13 @@ class RNNCellBase(Module):
     def prepare_sequence(self, x):
         """Once per sequence x (T, B, I): every step's input projected by one matmul, and the constants each
         step reads (the recurrent weight transposed into a contiguous array: faster at small batches)."""
-        T, B, I = x.shape
-        if T == 1:  # one step (a decoder fed token by token): as forward does it, no weight copied or reshaped
+        if x.shape[0] == 1:  # one step (a decoder fed token by token): as forward does it, no weight copied
             return self.project(x), self.constants(self.weight_hh.T)
-        return self.project(x.reshape(T * B, I)).reshape(T, B, -1), self.constants(self.weight_hh.T.contiguous())
+        return self.project(x), self.constants(self.weight_hh.T.contiguous())
 
     def project(self, x):
-        """x W_ih^T + b_ih + b_hh, for rows x (..., I)."""
-        bias = self.bias_ih + self.bias_hh if self.bias_ih is not None else None
-        return x @ self.weight_ih.T if bias is None else x @ self.weight_ih.T + bias
+        """x W_ih^T + b_ih + b_hh for x (..., I): one product over all rows (fused.Linear)."""
+        return Linear.apply(x, self.weight_ih, None if self.bias_ih is None else self.bias_ih + self.bias_hh)
 
     def constants(self, w_hh_t):
         return (w_hh_t,)
@@ -107,15 +106,12 @@ class LSTMCell(RNNCellBase):
     def prepare_sequence(self, x):
         """As for every cell, with the i, f and o rows of the projected inputs and of the recurrent weight
         halved once here, so that step does not halve them at every time step (one step: it does)."""
-        T, B, I = x.shape
-        if T == 1:
+        if x.shape[0] == 1:
             return super().prepare_sequence(x)
         scale, shift = _gate_scales(self.hidden_size, self.weight_hh.dtype, self.weight_hh.device)
         rows = scale.reshape((4 * self.hidden_size, 1))
-        inputs = x.reshape(T * B, I) @ (self.weight_ih * rows).T
-        if self.bias_ih is not None:
-            inputs = inputs + (self.bias_ih + self.bias_hh) * scale
-        return inputs.reshape(T, B, -1), ((self.weight_hh * rows).T.contiguous(), scale, shift, True)
+        bias = None if self.bias_ih is None else (self.bias_ih + self.bias_hh) * scale
+        return Linear.apply(x, self.weight_ih * rows, bias), ((self.weight_hh * rows).T.contiguous(), scale, shift, True)
 
     def constants(self, w_hh_t):
         return (w_hh_t,) + _gate_scales(self.hidden_size, self.weight_hh.dtype, self.weight_hh.device) + (False,)
@@ -185,7 +181,7 @@ class GRUCell(RNNCellBase):
 
     def project(self, x):
         """x W_ih^T + b_ih: b_hh cannot be folded in (r multiplies its n part)."""
-        return x @ self.weight_ih.T if self.bias_ih is None else x @ self.weight_ih.T + self.bias_ih
+        return Linear.apply(x, self.weight_ih, self.bias_ih)
 
     def constants(self, w_hh_t):
         return w_hh_t, self.bias_hh
