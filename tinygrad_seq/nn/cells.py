@@ -60,9 +60,8 @@ class RNNCellBase(Module):
     def prepare_sequence(self, x):
         """Once per sequence x (T, B, I): every step's input projected by one matmul, and the constants each
         step reads (the recurrent weight transposed into a contiguous array: faster at small batches)."""
-        if x.shape[0] == 1:  # one step (a decoder fed token by token): as forward does it, no weight copied
-            return self.project(x), self.constants(self.weight_hh.T)
-        return self.project(x), self.constants(self.weight_hh.T.contiguous())
+        one_step = x.shape[0] == 1  # (a decoder fed token by token): as forward does it, no weight copied
+        return self.project(x), self.constants(self.weight_hh.T if one_step else self.weight_hh.T.contiguous())
 
     def project(self, x):
         """x W_ih^T + b_ih + b_hh for x (..., I): one product over all rows (fused.Linear)."""
@@ -111,7 +110,8 @@ class LSTMCell(RNNCellBase):
         scale, shift = _gate_scales(self.hidden_size, self.weight_hh.dtype, self.weight_hh.device)
         rows = scale.reshape((4 * self.hidden_size, 1))
         bias = None if self.bias_ih is None else (self.bias_ih + self.bias_hh) * scale
-        return Linear.apply(x, self.weight_ih * rows, bias), ((self.weight_hh * rows).T.contiguous(), scale, shift, True)
+        inputs = Linear.apply(x, self.weight_ih * rows, bias)
+        return inputs, ((self.weight_hh * rows).T.contiguous(), scale, shift, True)
 
     def constants(self, w_hh_t):
         return (w_hh_t,) + _gate_scales(self.hidden_size, self.weight_hh.dtype, self.weight_hh.device) + (False,)

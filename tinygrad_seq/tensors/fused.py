@@ -1,5 +1,5 @@
-"""Functions that fuse several ops into one node: a linear layer, log-softmax, the losses on it, erf. Each is written
-with the engine's Function API as a user would write one: a forward on arrays and one derivative
+"""Functions that fuse several ops into one node: a linear layer, log-softmax, the losses on it, erf. Each
+is written with the engine's Function API as a user would write one: a forward on arrays and one derivative
 rule that also runs on Tensors (create_graph differentiates it again). What a rule reads must be
 an input or an output of its op, so CrossEntropy returns its log-probabilities as a second output
 (the callers drop it); the rules get the softmax back as exp(log-probabilities), as PyTorch's do.
